@@ -1,0 +1,26 @@
+//! The SPIFFE vocabulary lanyard speaks, with no I/O and no async.
+//!
+//! - [`id`]: [`SpiffeId`] and [`TrustDomain`], parsed strictly (SPIFFE-ID §2);
+//! - [`selector`]: [`Selector`] (`type:value`) and [`SelectorSet`] with the subset test used to match
+//!   callers to entries;
+//! - [`entry`]: [`RegistrationEntry`] with SPIRE's fields and rules;
+//! - [`bundle`]: [`Bundle`] and [`BundleSet`], read and written in SPIFFE bundle JSON;
+//! - [`clock`]: the injected [`Clock`].
+//!
+//! Parse, don't validate: every type here is built through a constructor that checks it, so a value
+//! that exists is valid. Nothing here reads files, the environment or the network.
+
+pub mod bundle;
+pub mod clock;
+pub mod entry;
+pub mod id;
+pub mod selector;
+
+pub use bundle::{Bundle, BundleSet, JwtAuthority, X509Authority};
+pub use clock::{Clock, SharedClock, SystemClock};
+pub use entry::{DnsName, DnsNameError, EntryError, EntryId, EntrySpec, RegistrationEntry};
+pub use id::{IdError, SpiffeId, TrustDomain};
+pub use selector::{Selector, SelectorError, SelectorSet};
+
+#[cfg(any(test, feature = "testing"))]
+pub use clock::ManualClock;

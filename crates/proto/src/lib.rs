@@ -1,0 +1,32 @@
+//! Generated gRPC code for the protocols lanyard speaks.
+//!
+//! - [`workload`]: the standard SPIFFE Workload API (`proto/workload.proto`). The proto file has no
+//!   `package` line, so the service's gRPC paths are `/SpiffeWorkloadAPI/<Rpc>`, which is what every
+//!   SPIFFE client calls.
+//!
+//! Nothing here is written by hand except this file; `build.rs` compiles the `.proto` files with
+//! `protox`, so no system `protoc` is needed.
+
+/// The SPIFFE Workload API: messages, the `SpiffeWorkloadApi` server trait and a client.
+pub mod workload {
+    #![allow(
+        missing_debug_implementations,
+        unreachable_pub,
+        clippy::all,
+        clippy::pedantic,
+        reason = "generated code"
+    )]
+    tonic::include_proto!("_");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn service_name_has_no_package() {
+        // Real clients call `/SpiffeWorkloadAPI/FetchX509SVID`; a `package` line would break them.
+        assert_eq!(
+            super::workload::spiffe_workload_api_server::SERVICE_NAME,
+            "SpiffeWorkloadAPI"
+        );
+    }
+}
