@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["workload.proto"].map(|f| proto_dir.join(f));
+    let files = ["workload.proto", "lanyard/admin/v1/admin.proto"].map(|f| proto_dir.join(f));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }
@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // The CLI prints admin responses as JSON documents.
+        .type_attribute(".lanyard.admin.v1", "#[derive(serde::Serialize)]")
         .compile_fds(descriptors)?;
     Ok(())
 }

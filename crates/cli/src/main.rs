@@ -1,1 +1,122 @@
-fn main() {}
+//! `lanyard`: the one binary. It parses flags and TOML into each crate's typed config and runs the
+//! server, the agent, the admin commands and the Workload API client commands.
+
+mod admin;
+mod duration;
+mod output;
+mod pem;
+mod uds;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use admin::AdminOpts;
+
+/// lanyard — a SPIFFE workload identity issuer.
+#[derive(Debug, Parser)]
+#[command(name = "lanyard", version, about, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run or check the server.
+    #[command(subcommand)]
+    Server(ServerCommand),
+    /// Registration entries: which workloads get which SPIFFE IDs.
+    Entry {
+        #[command(subcommand)]
+        command: admin::EntryCommand,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+    /// Join tokens for node attestation.
+    Token {
+        #[command(subcommand)]
+        command: admin::TokenCommand,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+    /// Attested agents.
+    Agent {
+        #[command(subcommand)]
+        command: admin::AgentAdminCommand,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+    /// Trust bundles: this trust domain's and federated ones.
+    Bundle {
+        #[command(subcommand)]
+        command: admin::BundleCommand,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+    /// X509-SVIDs.
+    #[command(subcommand)]
+    X509(X509Command),
+    /// JWT-SVIDs.
+    #[command(subcommand)]
+    Jwt(JwtCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerCommand {
+    /// Ask a running server whether its datastore and CA work.
+    Healthcheck(AdminOpts),
+}
+
+#[derive(Debug, Subcommand)]
+enum X509Command {
+    /// Admin: mint an X509-SVID (with a server-generated key) without an agent.
+    Mint {
+        #[command(flatten)]
+        args: admin::X509MintArgs,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JwtCommand {
+    /// Admin: mint a JWT-SVID without an agent.
+    Mint {
+        #[command(flatten)]
+        args: admin::JwtMintArgs,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Server(ServerCommand::Healthcheck(opts)) => admin::server_healthcheck(&opts).await,
+        Command::Entry { command, opts } => admin::entry(command, &opts).await,
+        Command::Token { command, opts } => admin::token(command, &opts).await,
+        Command::Agent { command, opts } => admin::agent(command, &opts).await,
+        Command::Bundle { command, opts } => admin::bundle(command, &opts).await,
+        Command::X509(X509Command::Mint { args, opts }) => admin::x509_mint(args, &opts).await,
+        Command::Jwt(JwtCommand::Mint { args, opts }) => admin::jwt_mint(args, &opts).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, outermost first.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! - [`workload`]: the standard SPIFFE Workload API (`proto/workload.proto`). The proto file has no
 //!   `package` line, so the service's gRPC paths are `/SpiffeWorkloadAPI/<Rpc>`, which is what every
 //!   SPIFFE client calls.
+//! - [`admin`]: `lanyard.admin.v1`, the server's admin API on its Unix socket.
 //!
 //! Nothing here is written by hand except this file; `build.rs` compiles the `.proto` files with
 //! `protox`, so no system `protoc` is needed.
@@ -17,6 +18,18 @@ pub mod workload {
         reason = "generated code"
     )]
     tonic::include_proto!("_");
+}
+
+/// lanyard's admin API (`lanyard.admin.v1.Admin`), served on the server's admin socket.
+pub mod admin {
+    #![allow(
+        missing_debug_implementations,
+        unreachable_pub,
+        clippy::all,
+        clippy::pedantic,
+        reason = "generated code"
+    )]
+    tonic::include_proto!("lanyard.admin.v1");
 }
 
 #[cfg(test)]
