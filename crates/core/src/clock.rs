@@ -44,10 +44,14 @@ mod manual {
             }
         }
 
-        /// Moves the clock forward by `by`.
+        /// Moves the clock forward by `by`. A step past the largest time the platform can
+        /// represent leaves the clock where it is, rather than panicking as `SystemTime + Duration`
+        /// would (tests pass `Duration::MAX` as "forever").
         pub fn advance(&self, by: Duration) {
             let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
-            *now += by;
+            if let Some(later) = now.checked_add(by) {
+                *now = later;
+            }
         }
 
         /// Sets the clock to `to` (which may be in the past).
@@ -77,5 +81,38 @@ mod tests {
         assert_eq!(clock.now(), start + Duration::from_secs(30));
         clock.set(start);
         assert_eq!(clock.now(), start);
+    }
+
+    #[test]
+    fn manual_clock_can_be_set_back() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let clock = ManualClock::new(start);
+        clock.set(SystemTime::UNIX_EPOCH);
+        assert_eq!(clock.now(), SystemTime::UNIX_EPOCH);
+    }
+
+    #[test]
+    fn manual_clock_does_not_panic_on_overflow() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let clock = ManualClock::new(start);
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.now(), start);
+        clock.advance(Duration::ZERO);
+        assert_eq!(clock.now(), start);
+    }
+
+    #[test]
+    fn manual_clock_is_shared_through_the_trait_object() {
+        let start = SystemTime::UNIX_EPOCH;
+        let manual = Arc::new(ManualClock::new(start));
+        let shared: SharedClock = manual.clone();
+        manual.advance(Duration::from_secs(5));
+        assert_eq!(shared.now(), start + Duration::from_secs(5));
+    }
+
+    #[test]
+    fn system_clock_is_after_the_epoch() {
+        let shared: SharedClock = Arc::new(SystemClock);
+        assert!(shared.now() > SystemTime::UNIX_EPOCH);
     }
 }

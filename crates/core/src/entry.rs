@@ -40,6 +40,8 @@ pub enum EntryError {
     RootSpiffeId(SpiffeId),
     #[error("spiffe_id: `{id}` is not in trust domain `{expected}`")]
     ForeignTrustDomain { id: SpiffeId, expected: TrustDomain },
+    #[error("parent_id: `{id}` is not in trust domain `{expected}`")]
+    ForeignParent { id: SpiffeId, expected: TrustDomain },
     #[error("selectors: an entry needs at least one selector")]
     NoSelectors,
     #[error("{field}: {ttl:?} is out of range; allowed is {MIN_SVID_TTL:?} to {MAX_SVID_TTL:?}")]
@@ -247,12 +249,20 @@ impl RegistrationEntry {
         Ok(Self { spec })
     }
 
-    /// Like [`new`](Self::new), and also refuses an entry whose SPIFFE ID is not in `trust_domain`
-    /// (a server only issues for its own trust domain).
+    /// Like [`new`](Self::new), and also refuses an entry whose SPIFFE ID or parent ID is not in
+    /// `trust_domain`: a server only issues for its own trust domain, and a parent is this
+    /// trust domain's server, one of its agents or another of its entries (SPIRE refuses a foreign
+    /// parent the same way).
     pub fn new_in(spec: EntrySpec, trust_domain: &TrustDomain) -> Result<Self, EntryError> {
         if !spec.spiffe_id.is_member_of(trust_domain) {
             return Err(EntryError::ForeignTrustDomain {
                 id: spec.spiffe_id,
+                expected: trust_domain.clone(),
+            });
+        }
+        if !spec.parent_id.is_member_of(trust_domain) {
+            return Err(EntryError::ForeignParent {
+                id: spec.parent_id,
                 expected: trust_domain.clone(),
             });
         }
@@ -327,3 +337,7 @@ fn check_ttl(field: &'static str, ttl: Duration) -> Result<(), EntryError> {
         Err(EntryError::TtlOutOfRange { field, ttl })
     }
 }
+
+#[cfg(test)]
+#[path = "entry_tests.rs"]
+mod tests;

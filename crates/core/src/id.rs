@@ -2,8 +2,9 @@
 //!
 //! lanyard refuses what go-spiffe refuses: an uppercase scheme (`SPIFFE://`) or trust domain is an
 //! error, not something to normalize. The `spiffe` Rust crate lowercases such input instead; that is
-//! the one deliberate difference, tested in `tests/spiffe_crate_agreement.rs`. Since only valid
-//! values can exist, everything lanyard emits is lowercase.
+//! the deliberate difference in spelling, tested in `tests/spiffe_crate_agreement.rs` together with
+//! the other one: a parsed ID over 2048 bytes is refused here and accepted there. Since only valid
+//! values can exist, everything lanyard emits is lowercase and at most 2048 bytes.
 
 use std::fmt;
 use std::str::FromStr;
@@ -53,6 +54,10 @@ pub enum IdError {
     PathWithoutLeadingSlash,
     #[error("SPIFFE ID is {len} bytes long; the limit is {MAX_ID_LEN}")]
     TooLong { len: usize },
+    #[error(
+        "a trust domain has no path: `spiffe://<td>/<path>` is a workload's ID, not a trust domain"
+    )]
+    TrustDomainWithPath,
 }
 
 /// A trust domain name such as `example.org`: lowercase `[a-z0-9._-]`, 1 to 255 bytes.
@@ -122,15 +127,17 @@ impl TrustDomain {
     }
 }
 
-/// Accepts `example.org` and `spiffe://example.org` (as go-spiffe's `TrustDomainFromString` does).
+/// Accepts `example.org` and `spiffe://example.org`. Unlike go-spiffe's `TrustDomainFromString`
+/// and the `spiffe` crate, an ID with a path (`spiffe://example.org/web`) is refused: where a trust
+/// domain is asked for, a workload ID is more likely a mistake than a shorthand.
 impl FromStr for TrustDomain {
     type Err = IdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.contains(":/") {
             let id = SpiffeId::from_str(s)?;
-            if !id.path().is_empty() {
-                return Err(IdError::PathChar { found: '/' });
+            if !id.is_trust_domain_id() {
+                return Err(IdError::TrustDomainWithPath);
             }
             return Ok(id.trust_domain());
         }

@@ -204,3 +204,7 @@ impl fmt::Debug for SelectorSet {
             .finish()
     }
 }
+
+#[cfg(test)]
+#[path = "selector_tests.rs"]
+mod tests;
