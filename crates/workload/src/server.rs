@@ -1,0 +1,334 @@
+//! Serving the Workload API on a Unix socket: binding the socket, accepting connections (peer
+//! credentials read at accept, the authority adapter in front), and running tonic until shutdown.
+
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use lanyard_core::{SharedClock, SystemClock};
+use lanyard_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::Connected;
+
+use crate::authority::AuthorityAdapter;
+use crate::{CallerAttestor, Error, IdentitySource, PeerCredentials};
+
+mod responses;
+mod service;
+mod status;
+
+/// Largest request or response message by default. X509-SVID responses with many identities and
+/// federated bundles stay far below it; requests are tiny.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+/// Concurrent HTTP/2 streams per connection by default (SETTINGS_MAX_CONCURRENT_STREAMS).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Socket directory mode: others may reach the socket.
+const SOCKET_DIR_MODE: u32 = 0o755;
+/// The socket is public: attestation, not file permissions, decides what a caller gets.
+const SOCKET_MODE: u32 = 0o777;
+/// How often an idle connection is pinged, so that dead peers release their resources.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// How long shutdown waits for connections to finish before closing them.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Limits applied to every connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message decoded from a client, in bytes.
+    pub max_decoding_message_size: usize,
+    /// Largest message sent, in bytes.
+    pub max_encoding_message_size: usize,
+    /// Concurrent streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+/// A Workload API server, configured; [`serve`] with defaults is the short form.
+#[derive(Debug)]
+pub struct WorkloadServer<S, A> {
+    source: Arc<S>,
+    attestor: Arc<A>,
+    clock: SharedClock,
+    limits: Limits,
+    shutdown_grace: Duration,
+}
+
+/// What the handlers learn about a connection: the caller's credentials, read at accept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallerInfo(pub(crate) Option<PeerCredentials>);
+
+/// An accepted connection: the authority adapter over the socket, plus the caller's credentials.
+struct Connection {
+    io: AuthorityAdapter<UnixStream>,
+    credentials: Option<PeerCredentials>,
+    /// Completes when the shutdown grace has run out: every read and write then fails, so that
+    /// peers that never finish (idle sockets, clients that stop reading) cannot hold shutdown.
+    killed: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// Serves the Workload API on `listener` until `shutdown` completes, with default limits and the
+/// system clock. Open streams end with `Unavailable` when shutdown starts, so this returns once
+/// in-flight calls finish.
+pub async fn serve<S, A>(
+    listener: UnixListener,
+    source: S,
+    attestor: A,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error>
+where
+    S: IdentitySource,
+    A: CallerAttestor,
+{
+    WorkloadServer::new(source, attestor)
+        .serve(listener, shutdown)
+        .await
+}
+
+/// Binds the Workload API socket at `path`: creates a missing parent directory with mode 0755,
+/// replaces a stale socket left by a crashed agent (but not a live one, nor any other file), and
+/// makes the socket 0777. Must be called inside a tokio runtime.
+pub fn bind(path: &Path) -> Result<UnixListener, Error> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        let create_error = |source| Error::CreateSocketDir {
+            path: dir.to_owned(),
+            source,
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(SOCKET_DIR_MODE)
+            .create(dir)
+            .map_err(create_error)?;
+        // The umask may have narrowed the mode.
+        fs::set_permissions(dir, fs::Permissions::from_mode(SOCKET_DIR_MODE))
+            .map_err(create_error)?;
+    }
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(Error::SocketInUse {
+                    path: path.to_owned(),
+                });
+            }
+            fs::remove_file(path).map_err(|source| Error::RemoveStaleSocket {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        Ok(_) => {
+            return Err(Error::NotASocket {
+                path: path.to_owned(),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Bind {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(|source| Error::Bind {
+        path: path.to_owned(),
+        source,
+    })?;
+    fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE)).map_err(|source| {
+        Error::SetPermissions {
+            path: path.to_owned(),
+            source,
+        }
+    })?;
+    Ok(listener)
+}
+
+// === impl Limits ===
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_decoding_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_encoding_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+        }
+    }
+}
+
+// === impl WorkloadServer ===
+
+impl<S: IdentitySource, A: CallerAttestor> WorkloadServer<S, A> {
+    pub fn new(source: S, attestor: A) -> Self {
+        Self {
+            source: Arc::new(source),
+            attestor: Arc::new(attestor),
+            clock: Arc::new(SystemClock),
+            limits: Limits::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+
+    /// How long shutdown lets connections finish on their own before closing them.
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// The clock `ValidateJWTSVID` judges `exp` and `nbf` by.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Serves until `shutdown` completes; see [`serve`].
+    pub async fn serve(
+        self,
+        listener: UnixListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (kill_tx, kill_rx) = watch::channel(false);
+        let mut stopping = stop_rx.clone();
+        let service = service::WorkloadService {
+            source: self.source,
+            attestor: self.attestor,
+            clock: self.clock,
+            stop: stop_rx,
+        };
+        let api = SpiffeWorkloadApiServer::new(service)
+            .max_decoding_message_size(self.limits.max_decoding_message_size)
+            .max_encoding_message_size(self.limits.max_encoding_message_size);
+        let api = InterceptedService::new(api, service::check_security_header);
+        let incoming = UnixListenerStream::new(listener)
+            .map(move |accepted| accepted.map(|stream| Connection::new(stream, kill_rx.clone())));
+        let signal = async move {
+            shutdown.await;
+            tracing::debug!("Workload API shutting down; ending open streams");
+            let _ = stop_tx.send(true);
+        };
+        let server = tonic::transport::Server::builder()
+            .max_concurrent_streams(self.limits.max_concurrent_streams)
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .add_service(api)
+            .serve_with_incoming_shutdown(incoming, signal);
+        let grace = self.shutdown_grace;
+        let kill = async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(grace).await;
+            tracing::debug!("Workload API shutdown grace over; closing remaining connections");
+            let _ = kill_tx.send(true);
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            result = server => result.map_err(Error::Serve),
+            () = kill => Ok(()),
+        }
+    }
+}
+
+// === impl Connection ===
+
+impl Connection {
+    fn new(stream: UnixStream, mut kill: watch::Receiver<bool>) -> Self {
+        // Read now, at accept: this is the process that connected, whatever happens later.
+        let credentials = match stream.peer_cred() {
+            Ok(cred) => Some(PeerCredentials {
+                pid: cred.pid(),
+                uid: cred.uid(),
+                gid: cred.gid(),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the peer credentials of a Workload API connection");
+                None
+            }
+        };
+        Self {
+            io: AuthorityAdapter::new(stream),
+            credentials,
+            killed: Box::pin(async move {
+                let _ = kill.wait_for(|killed| *killed).await;
+            }),
+        }
+    }
+
+    /// Fails once the shutdown grace is over.
+    fn check_killed(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.killed.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the Workload API shut down",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
+impl Connected for Connection {
+    type ConnectInfo = CallerInfo;
+
+    fn connect_info(&self) -> CallerInfo {
+        CallerInfo(self.credentials)
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check_killed(cx)?;
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check_killed(cx)?;
+        Pin::new(&mut this.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check_killed(cx)?;
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.get_ref().is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check_killed(cx)?;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

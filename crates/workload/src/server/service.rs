@@ -1,0 +1,264 @@
+//! The `SpiffeWorkloadAPI` gRPC service: request checks, caller attestation, and the streams that
+//! follow snapshot changes.
+
+use std::sync::Arc;
+
+use lanyard_core::{SelectorSet, SharedClock, SpiffeId, verify_jwt_svid};
+use lanyard_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApi;
+use lanyard_proto::workload::{
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
+    ValidateJwtsvidRequest, ValidateJwtsvidResponse, WitBundlesRequest, WitBundlesResponse,
+    WitsvidRequest, WitsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
+    X509svidResponse,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{CallerInfo, responses, status};
+use crate::{CallerAttestor, IdentitySource, Snapshot};
+
+/// The gRPC metadata key every Workload API request must carry, with value `true`.
+pub(crate) const SECURITY_HEADER: &str = "workload.spiffe.io";
+
+/// A stream of messages, each the full state.
+pub(crate) type UpdateStream<M> = ReceiverStream<Result<M, Status>>;
+
+/// Builds one message of a stream for a caller; `Err` ends the stream with that status.
+type Build<M> = fn(&Snapshot, &SelectorSet) -> Result<M, Status>;
+
+pub(crate) struct WorkloadService<S, A> {
+    pub(crate) source: Arc<S>,
+    pub(crate) attestor: Arc<A>,
+    pub(crate) clock: SharedClock,
+    /// Turns true when shutdown starts: open streams end so that graceful shutdown can finish.
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// Refuses a request without exactly one `workload.spiffe.io: true` (EP-3). Runs before the
+/// request body is read and before any handler, for unary and streaming RPCs alike.
+#[allow(
+    clippy::result_large_err,
+    reason = "tonic's interceptor signature returns Status"
+)]
+pub(crate) fn check_security_header(request: Request<()>) -> Result<Request<()>, Status> {
+    let mut values = request.metadata().get_all(SECURITY_HEADER).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) if value.as_bytes() == b"true" => Ok(request),
+        _ => Err(status::security_header_missing()),
+    }
+}
+
+// === impl WorkloadService ===
+
+impl<S: IdentitySource, A: CallerAttestor> WorkloadService<S, A> {
+    async fn attest<T>(&self, request: &Request<T>) -> Result<SelectorSet, Status> {
+        let credentials = request
+            .extensions()
+            .get::<CallerInfo>()
+            .and_then(|info| info.0);
+        let Some(credentials) = credentials else {
+            return Err(status::no_credentials());
+        };
+        self.attestor
+            .attest(&credentials)
+            .await
+            .map_err(|e| status::attestation_failed(&e))
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.source.subscribe().borrow().clone()
+    }
+
+    /// Sends the first message at once (or refuses the call), then a new one on every snapshot
+    /// change that changes what this caller sees.
+    fn open_stream<M>(
+        &self,
+        selectors: SelectorSet,
+        build: Build<M>,
+    ) -> Result<Response<UpdateStream<M>>, Status>
+    where
+        M: PartialEq + Clone + Send + 'static,
+    {
+        let mut snapshots = self.source.subscribe();
+        let snapshot = snapshots.borrow_and_update().clone();
+        let first = build(&snapshot, &selectors)?;
+        // One message in flight: a slow reader holds the latest state back, never a backlog.
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(follow(
+            snapshots,
+            selectors,
+            build,
+            first,
+            tx,
+            self.stop.clone(),
+        ));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn follow<M: PartialEq + Clone + Send>(
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    selectors: SelectorSet,
+    build: Build<M>,
+    first: M,
+    tx: mpsc::Sender<Result<M, Status>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last = first.clone();
+    if !deliver(&tx, Ok(first), &mut stop).await {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => {
+                let _ = tx.try_send(Err(status::shutting_down()));
+                return;
+            }
+            () = tx.closed() => return,
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    let _ = tx.try_send(Err(status::source_closed()));
+                    return;
+                }
+                let snapshot = snapshots.borrow_and_update().clone();
+                match build(&snapshot, &selectors) {
+                    Ok(message) if message == last => {}
+                    Ok(message) => {
+                        last = message.clone();
+                        if !deliver(&tx, Ok(message), &mut stop).await {
+                            return;
+                        }
+                    }
+                    // Lost every identity: PermissionDenied ends the stream (WAPI-3).
+                    Err(status) => {
+                        deliver(&tx, Err(status), &mut stop).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sends unless the client is gone or shutdown starts first.
+async fn deliver<M>(
+    tx: &mpsc::Sender<Result<M, Status>>,
+    item: Result<M, Status>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(item) => sent.is_ok(),
+        () = stopped(stop) => false,
+    }
+}
+
+/// Completes when shutdown has started (or the server is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
+#[tonic::async_trait]
+impl<S: IdentitySource, A: CallerAttestor> SpiffeWorkloadApi for WorkloadService<S, A> {
+    type FetchX509SVIDStream = UpdateStream<X509svidResponse>;
+    type FetchX509BundlesStream = UpdateStream<X509BundlesResponse>;
+    type FetchJWTBundlesStream = UpdateStream<JwtBundlesResponse>;
+    type FetchWITSVIDStream = UpdateStream<WitsvidResponse>;
+    type FetchWITBundlesStream = UpdateStream<WitBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let selectors = self.attest(&request).await?;
+        self.open_stream(selectors, responses::x509_svids)
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let selectors = self.attest(&request).await?;
+        self.open_stream(selectors, responses::x509_bundles)
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        let body = request.get_ref();
+        if body.audience.is_empty() || body.audience.iter().any(String::is_empty) {
+            return Err(status::audience_missing());
+        }
+        let requested = match body.spiffe_id.as_str() {
+            "" => None,
+            id => Some(SpiffeId::parse(id).map_err(|e| status::invalid_spiffe_id(&e))?),
+        };
+        let selectors = self.attest(&request).await?;
+        let mut identities = responses::jwt_identities(&self.snapshot(), &selectors)?;
+        if let Some(requested) = &requested {
+            identities.retain(|(id, _)| id == requested);
+            if identities.is_empty() {
+                return Err(status::no_identity());
+            }
+        }
+        let mut svids = Vec::with_capacity(identities.len());
+        for (spiffe_id, hint) in identities {
+            let token = self
+                .source
+                .fetch_jwt_svid(&spiffe_id, &body.audience)
+                .await
+                .map_err(|e| status::jwt_fetch_failed(&e))?;
+            svids.push(Jwtsvid {
+                spiffe_id: spiffe_id.to_string(),
+                svid: token,
+                hint,
+            });
+        }
+        Ok(Response::new(JwtsvidResponse { svids }))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        let selectors = self.attest(&request).await?;
+        self.open_stream(selectors, responses::jwt_bundles)
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        request: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        let body = request.get_ref();
+        if body.audience.is_empty() {
+            return Err(status::audience_missing());
+        }
+        if body.svid.is_empty() {
+            return Err(status::svid_missing());
+        }
+        let selectors = self.attest(&request).await?;
+        let snapshot = self.snapshot();
+        let bundles = responses::validation_bundles(&snapshot, &selectors);
+        let verified = verify_jwt_svid(&body.svid, &body.audience, &bundles, self.clock.now())
+            .map_err(|e| status::invalid_jwt_svid(&e))?;
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id: verified.spiffe_id().to_string(),
+            claims: Some(responses::claims(&verified, snapshot.trust_domain())),
+        }))
+    }
+
+    async fn fetch_witsvid(
+        &self,
+        _request: Request<WitsvidRequest>,
+    ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
+        Err(status::wit_unimplemented())
+    }
+
+    async fn fetch_wit_bundles(
+        &self,
+        _request: Request<WitBundlesRequest>,
+    ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
+        Err(status::wit_unimplemented())
+    }
+}
