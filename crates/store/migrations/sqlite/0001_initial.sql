@@ -1,0 +1,97 @@
+-- lanyard datastore, SQLite schema version 1.
+-- Times are microseconds since the Unix epoch (`*_us`), durations are microseconds. STRICT tables so
+-- that a value of the wrong type is refused by SQLite itself.
+
+-- Named counters. Writers bump a counter inside their transaction, so numbers are handed out in
+-- commit order: `entry_revision` (the global revision of registration entries), `event_id` (ids of
+-- the events table), `entry_pruned_through` (tombstones at or below this revision were pruned).
+CREATE TABLE counters (
+    name  TEXT    NOT NULL PRIMARY KEY,
+    value INTEGER NOT NULL
+) STRICT;
+INSERT INTO counters (name, value) VALUES ('entry_revision', 0), ('event_id', 0), ('entry_pruned_through', 0);
+
+CREATE TABLE entries (
+    id               TEXT    NOT NULL PRIMARY KEY,
+    spiffe_id        TEXT    NOT NULL,
+    parent_id        TEXT    NOT NULL,
+    -- JSON array of "type:value" strings in canonical (sorted) order.
+    selectors        TEXT    NOT NULL,
+    selector_count   INTEGER NOT NULL,
+    -- hex SHA-256 of the canonical selector list: exact-match lookups.
+    selectors_key    TEXT    NOT NULL,
+    -- hex SHA-256 of (spiffe_id, parent_id, canonical selectors): no two entries share it.
+    identity_key     TEXT    NOT NULL UNIQUE,
+    x509_svid_ttl_us INTEGER NOT NULL,
+    jwt_svid_ttl_us  INTEGER NOT NULL,
+    dns_names        TEXT    NOT NULL,
+    federates_with   TEXT    NOT NULL,
+    admin            INTEGER NOT NULL,
+    downstream       INTEGER NOT NULL,
+    hint             TEXT    NOT NULL,
+    expires_at_us    INTEGER,
+    revision         INTEGER NOT NULL UNIQUE,
+    created_at_us    INTEGER NOT NULL,
+    updated_at_us    INTEGER NOT NULL
+) STRICT;
+CREATE INDEX entries_spiffe_id ON entries (spiffe_id);
+CREATE INDEX entries_parent_id ON entries (parent_id);
+CREATE INDEX entries_selectors_key ON entries (selectors_key);
+
+-- One row per selector of an entry, for the subset/superset/any filters.
+CREATE TABLE entry_selectors (
+    entry_id TEXT NOT NULL REFERENCES entries (id) ON DELETE CASCADE,
+    kind     TEXT NOT NULL,
+    value    TEXT NOT NULL,
+    PRIMARY KEY (entry_id, kind, value)
+) STRICT;
+CREATE INDEX entry_selectors_kind_value ON entry_selectors (kind, value);
+
+-- Deleted entries, so that "changes since revision N" can report deletions.
+CREATE TABLE entry_tombstones (
+    revision INTEGER NOT NULL PRIMARY KEY,
+    entry_id TEXT    NOT NULL
+) STRICT;
+
+CREATE TABLE agents (
+    spiffe_id        TEXT    NOT NULL PRIMARY KEY,
+    attestation_type TEXT    NOT NULL,
+    serial           TEXT    NOT NULL,
+    expires_at_us    INTEGER NOT NULL,
+    banned           INTEGER NOT NULL,
+    selectors        TEXT    NOT NULL,
+    created_at_us    INTEGER NOT NULL,
+    updated_at_us    INTEGER NOT NULL
+) STRICT;
+
+-- Join tokens by hex SHA-256 of the token; the token itself is never stored.
+CREATE TABLE join_tokens (
+    token_hash    TEXT    NOT NULL PRIMARY KEY,
+    spiffe_id     TEXT,
+    expires_at_us INTEGER NOT NULL,
+    created_at_us INTEGER NOT NULL,
+    used_at_us    INTEGER
+) STRICT;
+CREATE INDEX join_tokens_expires_at ON join_tokens (expires_at_us);
+
+CREATE TABLE bundles (
+    trust_domain  TEXT    NOT NULL PRIMARY KEY,
+    document      TEXT    NOT NULL,
+    sequence      INTEGER NOT NULL,
+    updated_at_us INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE ca_journals (
+    server_id     TEXT    NOT NULL PRIMARY KEY,
+    data          BLOB    NOT NULL,
+    version       INTEGER NOT NULL,
+    updated_at_us INTEGER NOT NULL
+) STRICT;
+
+-- Append-only; ids come from the `event_id` counter (see above), not from AUTOINCREMENT.
+CREATE TABLE events (
+    id            INTEGER NOT NULL PRIMARY KEY,
+    kind          TEXT    NOT NULL,
+    payload       TEXT    NOT NULL,
+    created_at_us INTEGER NOT NULL
+) STRICT;

@@ -1,0 +1,168 @@
+//! The [`DataStore`] trait: everything the server keeps, behind one object-safe interface so that
+//! the backend is chosen at run time from a URL.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use lanyard_core::{EntryId, RegistrationEntry, SpiffeId, TrustDomain};
+
+use crate::{
+    AgentFilter, AgentInfo, AttestedAgent, Backend, BundleRecord, BundleWrite, CaJournal,
+    EntryChanges, EntryFilter, Event, JoinTokenGrant, Page, PageRequest, Result,
+};
+
+/// The server's durable state. Every method that writes is one transaction: it happens entirely
+/// or not at all, and once it has returned `Ok` it survives a crash of the process.
+///
+/// Times written by the store (`created_at`, `updated_at`, token use) come from the store's
+/// injected clock; times are kept to the microsecond.
+#[async_trait]
+pub trait DataStore: Send + Sync + fmt::Debug {
+    /// Which database this store runs on.
+    fn backend(&self) -> Backend;
+
+    /// Answers once the database answers a query (for readiness checks).
+    async fn ping(&self) -> Result<()>;
+
+    /// Closes every connection, waiting for in-flight operations to finish. Later calls fail.
+    async fn close(&self);
+
+    // --- registration entries ---
+
+    /// Creates entries in one transaction and returns one result per input, in order: the stored
+    /// entry with its new revision, or why that item was refused (`AlreadyExists` when its id or
+    /// its (spiffe_id, parent_id, selectors) is taken, also by an earlier item of the same
+    /// batch). The `revision` of the inputs is ignored. The outer error means nothing was written.
+    async fn create_entries(
+        &self,
+        entries: Vec<RegistrationEntry>,
+    ) -> Result<Vec<Result<RegistrationEntry>>>;
+
+    /// Creates one entry (a batch of one).
+    async fn create_entry(&self, entry: RegistrationEntry) -> Result<RegistrationEntry> {
+        let mut results = self.create_entries(vec![entry]).await?;
+        match results.pop() {
+            Some(result) => result,
+            // create_entries returns exactly one result per input.
+            None => Err(crate::Error::InvalidArgument {
+                field: "entries",
+                reason: "the store returned no result for the entry".to_owned(),
+            }),
+        }
+    }
+
+    async fn get_entry(&self, id: &EntryId) -> Result<Option<RegistrationEntry>>;
+
+    /// Entries matching `filter`, ordered by id.
+    async fn list_entries(
+        &self,
+        filter: &EntryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<RegistrationEntry>>;
+
+    async fn count_entries(&self) -> Result<u64>;
+
+    /// Replaces every field of the entry with the same id and gives it a new revision (the input's
+    /// revision is ignored). `NotFound` if there is no such entry; `AlreadyExists` if another
+    /// entry has the new (spiffe_id, parent_id, selectors).
+    async fn update_entry(&self, entry: RegistrationEntry) -> Result<RegistrationEntry>;
+
+    /// Deletes entries in one transaction; one result per input, in order (`NotFound` for an
+    /// unknown id, or an id named twice). Each deletion gets a revision and a tombstone.
+    async fn delete_entries(&self, ids: &[EntryId]) -> Result<Vec<Result<()>>>;
+
+    /// The revision of the latest entry write (0 for an empty store).
+    async fn current_revision(&self) -> Result<u64>;
+
+    /// Entry writes after `revision`, oldest first, at most `limit` (0: no limit), read from one
+    /// snapshot. To keep up, call again with the revision of the last change returned.
+    /// `ChangesUnavailable` if the tombstones needed were pruned or `revision` is in the future.
+    async fn entry_changes_since(&self, revision: u64, limit: u32) -> Result<EntryChanges>;
+
+    /// Forgets deletions at or below `revision` (clamped to the current revision); afterwards
+    /// `entry_changes_since` refuses older revisions. Returns how many tombstones were removed.
+    async fn prune_entry_tombstones(&self, revision: u64) -> Result<u64>;
+
+    // --- attested agents ---
+
+    /// Records a newly attested agent (not banned). `AlreadyExists` if its SPIFFE ID is known.
+    async fn create_agent(&self, agent: &AgentInfo) -> Result<AttestedAgent>;
+
+    /// Replaces the attestation type, SVID serial, expiry and selectors of a known agent (after
+    /// re-attestation or SVID renewal). Leaves `banned` alone.
+    async fn update_agent(&self, agent: &AgentInfo) -> Result<AttestedAgent>;
+
+    async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AttestedAgent>>;
+
+    /// Agents matching `filter`, ordered by SPIFFE ID.
+    async fn list_agents(
+        &self,
+        filter: &AgentFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AttestedAgent>>;
+
+    async fn count_agents(&self) -> Result<u64>;
+
+    /// Evicts an agent: its record goes, so it must attest again (and may, even if it was banned).
+    async fn delete_agent(&self, id: &SpiffeId) -> Result<()>;
+
+    /// Bans an agent: the record stays, marked so that it can neither renew nor attest again.
+    async fn ban_agent(&self, id: &SpiffeId) -> Result<AttestedAgent>;
+
+    // --- join tokens ---
+
+    /// Stores a join token (only its SHA-256) that expires at `expires_at`, optionally for one
+    /// agent SPIFFE ID.
+    async fn create_join_token(
+        &self,
+        token: &str,
+        spiffe_id: Option<&SpiffeId>,
+        expires_at: std::time::SystemTime,
+    ) -> Result<()>;
+
+    /// Uses a join token, atomically: of any number of concurrent calls with one token at most one
+    /// succeeds. Errors: `JoinTokenNotFound`, `JoinTokenUsed`, `JoinTokenExpired`.
+    async fn consume_join_token(&self, token: &str) -> Result<JoinTokenGrant>;
+
+    /// Removes tokens that have expired (used or not); returns how many.
+    async fn prune_join_tokens(&self) -> Result<u64>;
+
+    // --- bundles ---
+
+    /// Stores the bundle of `trust_domain` (this server's own or a federated one).
+    async fn set_bundle(
+        &self,
+        trust_domain: &TrustDomain,
+        document: &str,
+        sequence: u64,
+        mode: BundleWrite,
+    ) -> Result<BundleRecord>;
+
+    async fn get_bundle(&self, trust_domain: &TrustDomain) -> Result<Option<BundleRecord>>;
+
+    /// Every stored bundle, ordered by trust domain.
+    async fn list_bundles(&self) -> Result<Vec<BundleRecord>>;
+
+    async fn delete_bundle(&self, trust_domain: &TrustDomain) -> Result<()>;
+
+    // --- CA journal ---
+
+    async fn get_ca_journal(&self, server_id: &str) -> Result<Option<CaJournal>>;
+
+    /// Writes a server's CA journal if its stored version is `expected_version` (`None`: there
+    /// must be none yet); returns the new version. `Conflict` if another writer got there first.
+    async fn put_ca_journal(
+        &self,
+        server_id: &str,
+        data: &[u8],
+        expected_version: Option<u64>,
+    ) -> Result<u64>;
+
+    // --- events ---
+
+    /// Appends an event; returns its id.
+    async fn append_event(&self, kind: &str, payload: &serde_json::Value) -> Result<u64>;
+
+    /// Events with an id above `after_id`, oldest first, at most `limit` (0: no limit).
+    async fn list_events(&self, after_id: u64, limit: u32) -> Result<Vec<Event>>;
+}

@@ -1,0 +1,203 @@
+//! The records the store holds besides registration entries (which are lanyard-core's
+//! [`RegistrationEntry`]), and the filter, paging and change types of its API.
+
+use std::time::SystemTime;
+
+use lanyard_core::{EntryId, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain};
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    /// The `next_token` of the previous page, or `None` for the first page. Opaque to callers.
+    pub token: Option<String>,
+    /// Most items to return; 0 means no limit (everything after `token`).
+    pub size: u32,
+}
+
+/// A page of results, in a stable order (entries by id, agents by SPIFFE ID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as [`PageRequest::token`] to get the next page; `None` when this is the last page.
+    pub next_token: Option<String>,
+}
+
+/// How an entry's selectors must relate to the selectors of a filter (SPIRE's match behaviours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SelectorMatch {
+    /// The entry's selectors are exactly the given ones.
+    Exact,
+    /// The entry's selectors are a subset of the given ones: the entries a caller with the given
+    /// selectors may be served.
+    Subset,
+    /// The entry's selectors include all of the given ones.
+    Superset,
+    /// The entry has at least one of the given selectors.
+    Any,
+}
+
+/// A selector condition of an entry listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectorFilter {
+    pub selectors: SelectorSet,
+    pub mode: SelectorMatch,
+}
+
+/// Conditions of an entry listing; all that are set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryFilter {
+    pub spiffe_id: Option<SpiffeId>,
+    pub parent_id: Option<SpiffeId>,
+    pub selectors: Option<SelectorFilter>,
+}
+
+/// One change to the set of registration entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every change is a Put; boxing would cost an allocation per change"
+)]
+pub enum EntryChange {
+    /// The entry was created or updated; it carries its new revision.
+    Put(RegistrationEntry),
+    /// The entry was deleted at `revision`.
+    Delete { id: EntryId, revision: u64 },
+}
+
+/// The answer to "what changed after revision N".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryChanges {
+    /// In revision order. An entry changed several times appears once, with its latest state.
+    pub changes: Vec<EntryChange>,
+    /// The store's revision when the changes were read. When `changes` was not cut short by the
+    /// limit, a reader that applied them is up to date as of this revision.
+    pub current_revision: u64,
+}
+
+/// What node attestation established about an agent; the input of agent creates and updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentInfo {
+    /// The agent's SPIFFE ID (`spiffe://<td>/lanyard/agent/<attestor>/<id>`).
+    pub spiffe_id: SpiffeId,
+    /// The node attestor that vouched for it (`join_token`, `x509pop`).
+    pub attestation_type: String,
+    /// Serial number of the agent's current SVID, as the server formats it.
+    pub serial: String,
+    /// When the agent's current SVID expires.
+    pub expires_at: SystemTime,
+    /// Selectors the node attestor produced for the node.
+    pub selectors: SelectorSet,
+}
+
+/// An attested agent as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttestedAgent {
+    pub spiffe_id: SpiffeId,
+    pub attestation_type: String,
+    pub serial: String,
+    pub expires_at: SystemTime,
+    pub selectors: SelectorSet,
+    /// A banned agent keeps its record so that it cannot attest again; evicting (deleting) the
+    /// record lifts the ban.
+    pub banned: bool,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+}
+
+/// Conditions of an agent listing; all that are set must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentFilter {
+    pub banned: Option<bool>,
+    pub attestation_type: Option<String>,
+    /// Only agents whose SVID expires strictly before this time.
+    pub expires_before: Option<SystemTime>,
+}
+
+/// What consuming a join token yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinTokenGrant {
+    /// The SPIFFE ID the token was created for, if any.
+    pub spiffe_id: Option<SpiffeId>,
+    pub expires_at: SystemTime,
+}
+
+/// Whether a bundle write may replace a stored bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BundleWrite {
+    /// Replace only a bundle with a lower sequence number (or none): a late writer carrying an
+    /// old bundle is refused with [`Error::Conflict`](crate::Error::Conflict).
+    IfNewer,
+    /// Replace whatever is stored (an administrator setting a federated bundle by hand).
+    Unconditional,
+}
+
+/// A trust bundle as stored: the SPIFFE bundle JSON document is kept as text and parsed by the
+/// caller (`lanyard_core::Bundle::parse_json`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleRecord {
+    pub trust_domain: TrustDomain,
+    pub document: String,
+    pub sequence: u64,
+    pub updated_at: SystemTime,
+}
+
+/// One server's CA journal: an opaque blob owned by lanyard-ca.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaJournal {
+    pub server_id: String,
+    pub data: Vec<u8>,
+    /// Starts at 1 and grows by one with each write; writers pass the version they read.
+    pub version: u64,
+    pub updated_at: SystemTime,
+}
+
+/// One entry of the append-only event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Ids grow by one in commit order, so "events after id N" never skips one.
+    pub id: u64,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub created_at: SystemTime,
+}
+
+// === impl EntryChange ===
+
+impl EntryChange {
+    /// The revision at which this change was written.
+    pub fn revision(&self) -> u64 {
+        match self {
+            Self::Put(entry) => entry.revision(),
+            Self::Delete { revision, .. } => *revision,
+        }
+    }
+
+    /// The id of the entry that changed.
+    pub fn entry_id(&self) -> &EntryId {
+        match self {
+            Self::Put(entry) => entry.id(),
+            Self::Delete { id, .. } => id,
+        }
+    }
+}
+
+// === impl CaJournal ===
+
+impl std::fmt::Debug for CaJournal {
+    // The journal may hold key material references; print its size, not its bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaJournal")
+            .field("server_id", &self.server_id)
+            .field("data", &format_args!("<{} bytes>", self.data.len()))
+            .field("version", &self.version)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
