@@ -5,6 +5,7 @@ mod admin;
 mod duration;
 mod output;
 mod pem;
+mod server;
 mod uds;
 
 use std::process::ExitCode;
@@ -64,6 +65,8 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ServerCommand {
+    /// Run the server: CA, datastore, admin API.
+    Run(server::ServerRunArgs),
     /// Ask a running server whether its datastore and CA work.
     Healthcheck(AdminOpts),
 }
@@ -92,6 +95,7 @@ enum JwtCommand {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Server(ServerCommand::Run(args)) => server::run(args).await,
         Command::Server(ServerCommand::Healthcheck(opts)) => admin::server_healthcheck(&opts).await,
         Command::Entry { command, opts } => admin::entry(command, &opts).await,
         Command::Token { command, opts } => admin::token(command, &opts).await,
@@ -104,6 +108,15 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr; RUST_LOG adjusts the level (default: info).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

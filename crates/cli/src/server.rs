@@ -1,0 +1,271 @@
+//! `lanyard server run`: flags and a TOML file become a `ServerConfig`; flags win.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+use lanyard_core::TrustDomain;
+use lanyard_server::{ServerConfig, UpstreamAuthority};
+use serde::Deserialize;
+
+use crate::admin::DEFAULT_ADMIN_SOCKET;
+use crate::duration::HumanDuration;
+
+/// Flags of `lanyard server run`. Each overrides the same setting in `--config`.
+#[derive(Debug, Args)]
+pub(crate) struct ServerRunArgs {
+    /// A TOML configuration file (see docs/configuration.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The trust domain this server issues for, e.g. example.org.
+    #[arg(long)]
+    trust_domain: Option<TrustDomain>,
+    /// Where keys and the SQLite datastore live (default ./.lanyard/server).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The node API's address, where agents connect (default 127.0.0.1:8081).
+    #[arg(long)]
+    bind: Option<SocketAddr>,
+    /// The admin API's Unix socket (default /tmp/lanyard-server/admin.sock).
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
+    /// sqlite://PATH or postgres://USER@HOST:PORT/DB (default: SQLite in the data directory).
+    #[arg(long)]
+    datastore: Option<String>,
+    /// Serve /live, /ready and /metrics over HTTP on this address, e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    health_bind: Option<SocketAddr>,
+    /// Lifetime of each CA certificate and JWT signing key (default 24h).
+    #[arg(long)]
+    ca_ttl: Option<HumanDuration>,
+}
+
+/// The TOML file. Unknown keys are refused, so a typo is an error rather than a silent default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    trust_domain: Option<TrustDomain>,
+    data_dir: Option<PathBuf>,
+    bind: Option<SocketAddr>,
+    admin_socket: Option<PathBuf>,
+    datastore: Option<String>,
+    health_bind: Option<SocketAddr>,
+    join_token_ttl: Option<String>,
+    #[serde(default)]
+    ca: CaFile,
+    upstream_authority: Option<UpstreamFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaFile {
+    ttl: Option<String>,
+    key_type: Option<KeyTypeName>,
+    x509_svid_ttl: Option<String>,
+    jwt_svid_ttl: Option<String>,
+    bundle_refresh_hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum KeyTypeName {
+    EcP256,
+    EcP384,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamFile {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+fn duration(field: &str, value: Option<&String>) -> anyhow::Result<Option<std::time::Duration>> {
+    value
+        .map(|v| v.parse::<HumanDuration>().map(HumanDuration::get))
+        .transpose()
+        .with_context(|| format!("config: {field}"))
+}
+
+fn read_file(path: &Path) -> anyhow::Result<ServerFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        // toml's message spans several lines; keep the error to one.
+        let message = e.message().to_owned();
+        let at = e
+            .span()
+            .map(|span| format!(" at byte {}", span.start))
+            .unwrap_or_default();
+        anyhow::anyhow!("config file {}{at}: {message}", path.display())
+    })
+}
+
+impl ServerRunArgs {
+    /// Builds the server configuration: defaults, then the file, then the flags.
+    pub(crate) fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => ServerFile::default(),
+        };
+        let trust_domain = self.trust_domain.or(file.trust_domain).context(
+            "a trust domain is required: pass --trust-domain or set trust_domain in the config file",
+        )?;
+        let data_dir = self
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(".lanyard/server"));
+        let mut config = ServerConfig::new(trust_domain, data_dir);
+        config.admin_socket = self
+            .admin_socket
+            .or(file.admin_socket)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_SOCKET));
+        if let Some(bind) = self.bind.or(file.bind) {
+            config.bind = bind;
+        }
+        config.health_bind = self.health_bind.or(file.health_bind);
+        config.datastore = self.datastore.or(file.datastore);
+        if let Some(ttl) = duration("join_token_ttl", file.join_token_ttl.as_ref())? {
+            config.join_token_ttl = ttl;
+        }
+        let ca = &mut config.ca;
+        if let Some(ttl) = self.ca_ttl.map(HumanDuration::get) {
+            ca.ca_ttl = ttl;
+        } else if let Some(ttl) = duration("ca.ttl", file.ca.ttl.as_ref())? {
+            ca.ca_ttl = ttl;
+        }
+        if let Some(ttl) = duration("ca.x509_svid_ttl", file.ca.x509_svid_ttl.as_ref())? {
+            ca.default_x509_svid_ttl = ttl;
+        }
+        if let Some(ttl) = duration("ca.jwt_svid_ttl", file.ca.jwt_svid_ttl.as_ref())? {
+            ca.default_jwt_svid_ttl = ttl;
+        }
+        if let Some(hint) = duration(
+            "ca.bundle_refresh_hint",
+            file.ca.bundle_refresh_hint.as_ref(),
+        )? {
+            ca.bundle_refresh_hint = hint;
+        }
+        ca.p384 = matches!(file.ca.key_type, Some(KeyTypeName::EcP384));
+        if let Some(upstream) = file.upstream_authority {
+            let read = |path: &Path| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("upstream_authority: cannot read {}", path.display()))
+            };
+            ca.upstream = Some(UpstreamAuthority {
+                cert_pem: read(&upstream.cert_file)?,
+                key_pem: read(&upstream.key_file)?,
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub(crate) async fn run(args: ServerRunArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let shutdown = async {
+        let mut terminate = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM; stop the server with SIGINT");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    lanyard_server::run(config, shutdown).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Harness {
+        #[command(flatten)]
+        args: ServerRunArgs,
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<ServerConfig> {
+        let mut all = vec!["lanyard"];
+        all.extend_from_slice(args);
+        Harness::try_parse_from(all)?.args.into_config()
+    }
+
+    fn write(contents: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), contents).unwrap();
+        file
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = write(
+            "trust_domain = \"file.org\"\ndata_dir = \"/tmp/x\"\n[ca]\nttl = \"2h\"\nkey_type = \"ec-p384\"\n",
+        );
+        let path = file.path().to_str().unwrap();
+        let from_file = config(&["--config", path]).unwrap();
+        assert_eq!(from_file.trust_domain.as_str(), "file.org");
+        assert_eq!(from_file.ca.ca_ttl.as_secs(), 7200);
+        assert!(from_file.ca.p384);
+        let overridden = config(&[
+            "--config",
+            path,
+            "--trust-domain",
+            "flag.org",
+            "--ca-ttl",
+            "3h",
+        ])
+        .unwrap();
+        assert_eq!(overridden.trust_domain.as_str(), "flag.org");
+        assert_eq!(overridden.ca.ca_ttl.as_secs(), 10800);
+        assert_eq!(overridden.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn a_trust_domain_is_required() {
+        let err = config(&[]).unwrap_err().to_string();
+        assert!(err.contains("trust domain is required"), "{err}");
+    }
+
+    #[test]
+    fn bad_files_give_one_line_errors() {
+        for (contents, expected) in [
+            (
+                "trust_domain = \"example.org\"\nbogus = 1\n",
+                "unknown field `bogus`",
+            ),
+            ("trust_domain = \"Bad.Org\"\n", "trust domain characters"),
+            ("trust_domain = ", "config file"),
+            (
+                "trust_domain = \"a.org\"\n[ca]\nttl = \"forever\"\n",
+                "ca.ttl",
+            ),
+            ("\u{0}\u{1}binary", "config file"),
+        ] {
+            let file = write(contents);
+            let err = format!(
+                "{:#}",
+                config(&["--config", file.path().to_str().unwrap()]).unwrap_err()
+            );
+            assert!(err.contains(expected), "{contents:?}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        let err = format!(
+            "{:#}",
+            config(&["--config", "/nonexistent/lanyard.toml"]).unwrap_err()
+        );
+        assert!(err.contains("cannot read config file"), "{err}");
+    }
+}

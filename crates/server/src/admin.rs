@@ -1,0 +1,710 @@
+//! The admin API (`lanyard.admin.v1.Admin`), served on the private admin socket.
+//!
+//! Requests are parsed in `convert` before anything else happens; errors from the datastore and
+//! the CA become gRPC statuses in [`store_status`] and [`ca_status`], which never pass on
+//! database internals.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lanyard_ca::{CaError, JwtSvidRequest, KeyType, PrivateKey, X509SvidRequest};
+use lanyard_core::{Bundle, TrustDomain};
+use lanyard_proto::admin::{self as pb, admin_server::AdminServer};
+use lanyard_store::{
+    AgentFilter, BundleWrite, EntryFilter, PageRequest, SelectorFilter, SelectorMatch,
+};
+use tonic::{Request, Response, Status};
+
+use crate::convert::{
+    agent_to_proto, entry_from_proto, entry_to_proto, invalid, new_entry_id, parse_dns_names,
+    parse_entry_id, parse_id, parse_selectors, parse_trust_domain, parse_ttl,
+};
+use crate::{ServerState, unix_seconds};
+
+/// Largest batch of entries created or deleted in one call.
+const MAX_BATCH: usize = 10_000;
+/// Page size when a list request does not say.
+const DEFAULT_PAGE_SIZE: u32 = 1_000;
+/// Largest page a list request may ask for.
+const MAX_PAGE_SIZE: u32 = 10_000;
+/// Largest admin request, in bytes (a batch of 10,000 entries fits).
+const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+/// The admin service, ready to add to a tonic server.
+pub(crate) fn service(state: Arc<ServerState>) -> AdminServer<AdminService> {
+    AdminServer::new(AdminService { state })
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+#[derive(Debug)]
+pub(crate) struct AdminService {
+    state: Arc<ServerState>,
+}
+
+/// Maps a datastore error to a status. Database failures are logged here and reported without
+/// detail: their text is for the operator's log, not the caller.
+fn store_status(e: lanyard_store::Error) -> Status {
+    use lanyard_store::Error as E;
+    match e {
+        E::NotFound { .. } => Status::not_found(e.to_string()),
+        E::AlreadyExists { .. } => Status::already_exists(e.to_string()),
+        E::Conflict { .. } => Status::aborted(e.to_string()),
+        E::InvalidArgument { .. } => Status::invalid_argument(e.to_string()),
+        E::JoinTokenNotFound | E::JoinTokenUsed | E::JoinTokenExpired => {
+            Status::permission_denied(e.to_string())
+        }
+        E::ChangesUnavailable { .. } => Status::failed_precondition(e.to_string()),
+        other => {
+            tracing::error!(error = ?other, "datastore failure");
+            Status::unavailable("the datastore failed; see the server log")
+        }
+    }
+}
+
+/// Maps a CA error to a status: what the request got wrong is `InvalidArgument`; a CA that cannot
+/// sign is `Unavailable`.
+fn ca_status(e: CaError) -> Status {
+    match e {
+        CaError::ForeignTrustDomain { .. }
+        | CaError::RootIdNotAllowed(_)
+        | CaError::ZeroTtl
+        | CaError::EmptyAudience
+        | CaError::ReservedClaim(_)
+        | CaError::CsrTooLarge { .. }
+        | CaError::CsrMalformed(_)
+        | CaError::CsrBadSignature
+        | CaError::CsrUnsupportedSignatureAlgorithm
+        | CaError::PublicKeyTooLarge { .. }
+        | CaError::PublicKeyMalformed(_)
+        | CaError::UnsupportedKeyType
+        | CaError::InvalidPublicKey
+        | CaError::TimeOutOfRange => Status::invalid_argument(e.to_string()),
+        other => {
+            tracing::error!(error = %other, "CA failure");
+            Status::unavailable(format!("the CA cannot sign: {other}"))
+        }
+    }
+}
+
+fn page_request(size: u32, token: String) -> PageRequest {
+    PageRequest {
+        token: (!token.is_empty()).then_some(token),
+        size: match size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        },
+    }
+}
+
+fn ok_status() -> Option<pb::Status> {
+    Some(pb::Status {
+        code: 0,
+        message: String::new(),
+    })
+}
+
+fn status_message(status: &Status) -> Option<pb::Status> {
+    Some(pb::Status {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+    })
+}
+
+fn bundle_to_proto(bundle: &Bundle) -> pb::Bundle {
+    pb::Bundle {
+        trust_domain: bundle.trust_domain().to_string(),
+        spiffe_json: bundle.to_json(),
+        sequence: bundle.sequence(),
+        x509_authorities: bundle
+            .x509_authorities()
+            .iter()
+            .map(|a| a.der().to_vec())
+            .collect(),
+    }
+}
+
+// === impl AdminService ===
+
+impl AdminService {
+    /// Runs one RPC and records its outcome and duration.
+    async fn observe<T>(
+        &self,
+        method: &str,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let start = Instant::now();
+        let result = call.await;
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.state
+            .metrics
+            .observe_rpc(method, code, start.elapsed().as_secs_f64());
+        result.map(Response::new)
+    }
+
+    fn trust_domain(&self) -> &TrustDomain {
+        &self.state.config.trust_domain
+    }
+
+    /// Refuses a federated-bundle operation that names this server's own trust domain.
+    fn foreign_trust_domain(&self, value: &str) -> Result<TrustDomain, Status> {
+        let td = parse_trust_domain("trust_domain", value)?;
+        if &td == self.trust_domain() {
+            return Err(invalid(
+                "trust_domain",
+                "is this server's own trust domain; its bundle is managed by the CA",
+            ));
+        }
+        Ok(td)
+    }
+
+    async fn batch_create(
+        &self,
+        request: pb::BatchCreateEntriesRequest,
+    ) -> Result<pb::BatchCreateEntriesResponse, Status> {
+        if request.entries.len() > MAX_BATCH {
+            return Err(invalid(
+                "entries",
+                format!(
+                    "at most {MAX_BATCH} per call, got {}",
+                    request.entries.len()
+                ),
+            ));
+        }
+        // Parse everything first; only the valid entries go to the store, in one transaction.
+        let mut results: Vec<pb::EntryResult> = Vec::with_capacity(request.entries.len());
+        let mut valid = Vec::new();
+        let mut valid_positions = Vec::new();
+        for (i, entry) in request.entries.iter().enumerate() {
+            let id = if entry.id.is_empty() {
+                new_entry_id()
+            } else {
+                parse_entry_id(&entry.id)
+            };
+            let parsed = id.and_then(|id| {
+                entry_from_proto(entry, id, self.trust_domain(), &self.state.config.ca)
+            });
+            match parsed {
+                Ok(entry) => {
+                    valid.push(entry);
+                    valid_positions.push(i);
+                    results.push(pb::EntryResult::default());
+                }
+                Err(status) => results.push(pb::EntryResult {
+                    status: status_message(&status),
+                    entry: None,
+                }),
+            }
+        }
+        if !valid.is_empty() {
+            let stored = self
+                .state
+                .store
+                .create_entries(valid)
+                .await
+                .map_err(store_status)?;
+            for (position, result) in valid_positions.into_iter().zip(stored) {
+                results[position] = match result {
+                    Ok(entry) => pb::EntryResult {
+                        status: ok_status(),
+                        entry: Some(entry_to_proto(&entry)),
+                    },
+                    Err(e) => pb::EntryResult {
+                        status: status_message(&store_status(e)),
+                        entry: None,
+                    },
+                };
+            }
+            self.state.refresh_gauges().await;
+        }
+        Ok(pb::BatchCreateEntriesResponse { results })
+    }
+
+    async fn list(
+        &self,
+        request: pb::ListEntriesRequest,
+    ) -> Result<pb::ListEntriesResponse, Status> {
+        let optional_id = |field: &str, value: &str| {
+            if value.is_empty() {
+                Ok(None)
+            } else {
+                parse_id(field, value).map(Some)
+            }
+        };
+        let selectors = if request.by_selectors.is_empty() {
+            None
+        } else {
+            let mode = match pb::SelectorMatch::try_from(request.selector_match) {
+                Ok(pb::SelectorMatch::Exact) => SelectorMatch::Exact,
+                Ok(pb::SelectorMatch::Subset) => SelectorMatch::Subset,
+                Ok(pb::SelectorMatch::Superset) => SelectorMatch::Superset,
+                Ok(pb::SelectorMatch::Any) => SelectorMatch::Any,
+                Err(_) => return Err(invalid("selector_match", "unknown match mode")),
+            };
+            Some(SelectorFilter {
+                selectors: parse_selectors("by_selectors", &request.by_selectors)?,
+                mode,
+            })
+        };
+        let filter = EntryFilter {
+            spiffe_id: optional_id("by_spiffe_id", &request.by_spiffe_id)?,
+            parent_id: optional_id("by_parent_id", &request.by_parent_id)?,
+            selectors,
+        };
+        let page = self
+            .state
+            .store
+            .list_entries(
+                &filter,
+                &page_request(request.page_size, request.page_token),
+            )
+            .await
+            .map_err(store_status)?;
+        Ok(pb::ListEntriesResponse {
+            entries: page.items.iter().map(entry_to_proto).collect(),
+            next_page_token: page.next_token.unwrap_or_default(),
+        })
+    }
+
+    async fn update(&self, request: pb::UpdateEntryRequest) -> Result<pb::Entry, Status> {
+        let entry = request
+            .entry
+            .ok_or_else(|| invalid("entry", "is required"))?;
+        let id = parse_entry_id(&entry.id)?;
+        let entry = entry_from_proto(&entry, id, self.trust_domain(), &self.state.config.ca)?;
+        let stored = self
+            .state
+            .store
+            .update_entry(entry)
+            .await
+            .map_err(store_status)?;
+        Ok(entry_to_proto(&stored))
+    }
+
+    async fn batch_delete(
+        &self,
+        request: pb::BatchDeleteEntriesRequest,
+    ) -> Result<pb::BatchDeleteEntriesResponse, Status> {
+        if request.ids.len() > MAX_BATCH {
+            return Err(invalid(
+                "ids",
+                format!("at most {MAX_BATCH} per call, got {}", request.ids.len()),
+            ));
+        }
+        let mut results = vec![None; request.ids.len()];
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        for (i, id) in request.ids.iter().enumerate() {
+            match parse_entry_id(id) {
+                Ok(id) => {
+                    ids.push(id);
+                    positions.push(i);
+                }
+                Err(status) => results[i] = status_message(&status),
+            }
+        }
+        if !ids.is_empty() {
+            let deleted = self
+                .state
+                .store
+                .delete_entries(&ids)
+                .await
+                .map_err(store_status)?;
+            for (position, result) in positions.into_iter().zip(deleted) {
+                results[position] = match result {
+                    Ok(()) => ok_status(),
+                    Err(e) => status_message(&store_status(e)),
+                };
+            }
+            self.state.refresh_gauges().await;
+        }
+        Ok(pb::BatchDeleteEntriesResponse {
+            results: results.into_iter().map(Option::unwrap_or_default).collect(),
+        })
+    }
+
+    async fn generate_token(
+        &self,
+        request: pb::GenerateJoinTokenRequest,
+    ) -> Result<pb::JoinToken, Status> {
+        let ttl = parse_ttl("ttl", request.ttl_seconds, self.state.config.join_token_ttl)?;
+        if ttl > lanyard_core::entry::MAX_SVID_TTL {
+            return Err(invalid("ttl", "a join token may live at most a year"));
+        }
+        let spiffe_id = if request.spiffe_id.is_empty() {
+            None
+        } else {
+            let id = parse_id("spiffe_id", &request.spiffe_id)?;
+            if !id.is_member_of(self.trust_domain()) || id.is_trust_domain_id() {
+                return Err(invalid(
+                    "spiffe_id",
+                    format!("must be an ID with a path in {}", self.trust_domain()),
+                ));
+            }
+            Some(id)
+        };
+        let mut secret = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut secret).map_err(|_| Status::internal("no randomness"))?;
+        let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let expires_at = self.state.clock.now() + ttl;
+        self.state
+            .store
+            .create_join_token(&token, spiffe_id.as_ref(), expires_at)
+            .await
+            .map_err(store_status)?;
+        Ok(pb::JoinToken {
+            token,
+            expires_at: unix_seconds(expires_at),
+            spiffe_id: spiffe_id.map(|id| id.to_string()).unwrap_or_default(),
+        })
+    }
+
+    async fn mint_x509(
+        &self,
+        request: pb::MintX509SvidRequest,
+    ) -> Result<pb::MintX509SvidResponse, Status> {
+        let spiffe_id = parse_id("spiffe_id", &request.spiffe_id)?;
+        let ttl = parse_ttl(
+            "ttl",
+            request.ttl_seconds,
+            self.state.config.ca.default_x509_svid_ttl,
+        )?;
+        let dns_names = parse_dns_names("dns_names", &request.dns_names)?;
+        // The key is made here for this one call and handed over; the server keeps no copy.
+        let (key, pkcs8) = PrivateKey::generate(KeyType::EcP256).map_err(ca_status)?;
+        let svid_request = X509SvidRequest {
+            spiffe_id,
+            dns_names,
+            ttl: Some(ttl),
+        };
+        let svid = self
+            .state
+            .authority
+            .ca
+            .mint_x509_svid(key.public_key_der(), &svid_request)
+            .map_err(ca_status)?;
+        self.state
+            .metrics
+            .svids_signed
+            .get_or_create(&crate::metrics::SvidKind { kind: "x509" })
+            .inc();
+        let bundle = self.state.authority.ca.bundle();
+        Ok(pb::MintX509SvidResponse {
+            chain: svid.cert_chain,
+            private_key: pkcs8.as_bytes().to_vec(),
+            bundle: bundle
+                .x509_authorities()
+                .iter()
+                .map(|a| a.der().to_vec())
+                .collect(),
+            expires_at: unix_seconds(svid.not_after),
+        })
+    }
+
+    async fn mint_jwt(
+        &self,
+        request: pb::MintJwtSvidRequest,
+    ) -> Result<pb::MintJwtSvidResponse, Status> {
+        let spiffe_id = parse_id("spiffe_id", &request.spiffe_id)?;
+        if request.audience.is_empty() || request.audience.iter().any(String::is_empty) {
+            return Err(invalid(
+                "audience",
+                "at least one non-empty audience is required",
+            ));
+        }
+        let ttl = parse_ttl(
+            "ttl",
+            request.ttl_seconds,
+            self.state.config.ca.default_jwt_svid_ttl,
+        )?;
+        let svid_request = JwtSvidRequest::new(spiffe_id, request.audience).with_ttl(ttl);
+        let svid = self
+            .state
+            .authority
+            .ca
+            .mint_jwt_svid(&svid_request)
+            .map_err(ca_status)?;
+        self.state
+            .metrics
+            .svids_signed
+            .get_or_create(&crate::metrics::SvidKind { kind: "jwt" })
+            .inc();
+        Ok(pb::MintJwtSvidResponse {
+            token: svid.token,
+            expires_at: unix_seconds(svid.expires_at),
+        })
+    }
+
+    async fn health_check(&self) -> Result<pb::HealthResponse, Status> {
+        let store_ok = self.state.store.ping().await.is_ok();
+        let entries = self.state.store.count_entries().await.unwrap_or(0);
+        let agents = self.state.store.count_agents().await.unwrap_or(0);
+        Ok(pb::HealthResponse {
+            store_ok,
+            ca_ok: self.state.authority.check_can_sign().is_ok(),
+            trust_domain: self.trust_domain().to_string(),
+            entries,
+            agents,
+            ca_expires_at: self
+                .state
+                .authority
+                .active_x509_expiry()
+                .map_or(0, unix_seconds),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl pb::admin_server::Admin for AdminService {
+    async fn batch_create_entries(
+        &self,
+        request: Request<pb::BatchCreateEntriesRequest>,
+    ) -> Result<Response<pb::BatchCreateEntriesResponse>, Status> {
+        self.observe(
+            "BatchCreateEntries",
+            self.batch_create(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn get_entry(
+        &self,
+        request: Request<pb::GetEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        self.observe("GetEntry", async {
+            let id = parse_entry_id(&request.get_ref().id)?;
+            match self
+                .state
+                .store
+                .get_entry(&id)
+                .await
+                .map_err(store_status)?
+            {
+                Some(entry) => Ok(entry_to_proto(&entry)),
+                None => Err(Status::not_found(format!("entry `{id}` not found"))),
+            }
+        })
+        .await
+    }
+
+    async fn list_entries(
+        &self,
+        request: Request<pb::ListEntriesRequest>,
+    ) -> Result<Response<pb::ListEntriesResponse>, Status> {
+        self.observe("ListEntries", self.list(request.into_inner()))
+            .await
+    }
+
+    async fn update_entry(
+        &self,
+        request: Request<pb::UpdateEntryRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        self.observe("UpdateEntry", self.update(request.into_inner()))
+            .await
+    }
+
+    async fn batch_delete_entries(
+        &self,
+        request: Request<pb::BatchDeleteEntriesRequest>,
+    ) -> Result<Response<pb::BatchDeleteEntriesResponse>, Status> {
+        self.observe(
+            "BatchDeleteEntries",
+            self.batch_delete(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn generate_join_token(
+        &self,
+        request: Request<pb::GenerateJoinTokenRequest>,
+    ) -> Result<Response<pb::JoinToken>, Status> {
+        self.observe(
+            "GenerateJoinToken",
+            self.generate_token(request.into_inner()),
+        )
+        .await
+    }
+
+    async fn list_agents(
+        &self,
+        request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        self.observe("ListAgents", async {
+            let request = request.into_inner();
+            let page = self
+                .state
+                .store
+                .list_agents(
+                    &AgentFilter::default(),
+                    &page_request(request.page_size, request.page_token),
+                )
+                .await
+                .map_err(store_status)?;
+            Ok(pb::ListAgentsResponse {
+                agents: page.items.iter().map(agent_to_proto).collect(),
+                next_page_token: page.next_token.unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn get_agent(
+        &self,
+        request: Request<pb::GetAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        self.observe("GetAgent", async {
+            let id = parse_id("spiffe_id", &request.get_ref().spiffe_id)?;
+            match self
+                .state
+                .store
+                .get_agent(&id)
+                .await
+                .map_err(store_status)?
+            {
+                Some(agent) => Ok(agent_to_proto(&agent)),
+                None => Err(Status::not_found(format!("agent `{id}` not found"))),
+            }
+        })
+        .await
+    }
+
+    async fn evict_agent(
+        &self,
+        request: Request<pb::EvictAgentRequest>,
+    ) -> Result<Response<pb::EvictAgentResponse>, Status> {
+        self.observe("EvictAgent", async {
+            let id = parse_id("spiffe_id", &request.get_ref().spiffe_id)?;
+            self.state
+                .store
+                .delete_agent(&id)
+                .await
+                .map_err(store_status)?;
+            self.state.refresh_gauges().await;
+            Ok(pb::EvictAgentResponse {})
+        })
+        .await
+    }
+
+    async fn ban_agent(
+        &self,
+        request: Request<pb::BanAgentRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
+        self.observe("BanAgent", async {
+            let id = parse_id("spiffe_id", &request.get_ref().spiffe_id)?;
+            let agent = self
+                .state
+                .store
+                .ban_agent(&id)
+                .await
+                .map_err(store_status)?;
+            Ok(agent_to_proto(&agent))
+        })
+        .await
+    }
+
+    async fn get_bundle(
+        &self,
+        _request: Request<pb::GetBundleRequest>,
+    ) -> Result<Response<pb::Bundle>, Status> {
+        self.observe("GetBundle", async {
+            Ok(bundle_to_proto(&self.state.authority.ca.bundle()))
+        })
+        .await
+    }
+
+    async fn set_federated_bundle(
+        &self,
+        request: Request<pb::SetFederatedBundleRequest>,
+    ) -> Result<Response<pb::Bundle>, Status> {
+        self.observe("SetFederatedBundle", async {
+            let request = request.into_inner();
+            let td = self.foreign_trust_domain(&request.trust_domain)?;
+            let bundle = Bundle::parse_json(td.clone(), request.spiffe_json.as_bytes())
+                .map_err(|e| invalid("spiffe_json", e))?;
+            self.state
+                .store
+                .set_bundle(
+                    &td,
+                    &bundle.to_json(),
+                    bundle.sequence(),
+                    BundleWrite::Unconditional,
+                )
+                .await
+                .map_err(store_status)?;
+            Ok(bundle_to_proto(&bundle))
+        })
+        .await
+    }
+
+    async fn list_federated_bundles(
+        &self,
+        _request: Request<pb::ListFederatedBundlesRequest>,
+    ) -> Result<Response<pb::ListFederatedBundlesResponse>, Status> {
+        self.observe("ListFederatedBundles", async {
+            let records = self
+                .state
+                .store
+                .list_bundles()
+                .await
+                .map_err(store_status)?;
+            let bundles = records
+                .into_iter()
+                .filter(|r| &r.trust_domain != self.trust_domain())
+                .map(|r| {
+                    Bundle::parse_json(r.trust_domain.clone(), r.document.as_bytes())
+                        .map(|b| bundle_to_proto(&b))
+                        .map_err(|e| {
+                            Status::internal(format!(
+                                "stored bundle of {} is invalid: {e}",
+                                r.trust_domain
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(pb::ListFederatedBundlesResponse { bundles })
+        })
+        .await
+    }
+
+    async fn delete_federated_bundle(
+        &self,
+        request: Request<pb::DeleteFederatedBundleRequest>,
+    ) -> Result<Response<pb::DeleteFederatedBundleResponse>, Status> {
+        self.observe("DeleteFederatedBundle", async {
+            let td = self.foreign_trust_domain(&request.get_ref().trust_domain)?;
+            self.state
+                .store
+                .delete_bundle(&td)
+                .await
+                .map_err(store_status)?;
+            Ok(pb::DeleteFederatedBundleResponse {})
+        })
+        .await
+    }
+
+    async fn mint_x509_svid(
+        &self,
+        request: Request<pb::MintX509SvidRequest>,
+    ) -> Result<Response<pb::MintX509SvidResponse>, Status> {
+        self.observe("MintX509Svid", self.mint_x509(request.into_inner()))
+            .await
+    }
+
+    async fn mint_jwt_svid(
+        &self,
+        request: Request<pb::MintJwtSvidRequest>,
+    ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
+        self.observe("MintJwtSvid", self.mint_jwt(request.into_inner()))
+            .await
+    }
+
+    async fn health(
+        &self,
+        _request: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        self.observe("Health", self.health_check()).await
+    }
+}

@@ -1,0 +1,97 @@
+//! The server's typed configuration. The binary builds it from flags and a TOML file; this crate
+//! never reads files or the environment for configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lanyard_core::TrustDomain;
+
+/// Everything `lanyard server run` needs to start.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub trust_domain: TrustDomain,
+    /// Keys, the SQLite file (by default) and other state live here; created 0700.
+    pub data_dir: PathBuf,
+    /// The admin API's Unix socket, created 0600.
+    pub admin_socket: PathBuf,
+    /// The node API's TCP address (agents connect here).
+    pub bind: SocketAddr,
+    /// `/live`, `/ready` and `/metrics` over HTTP; `None` turns them off.
+    pub health_bind: Option<SocketAddr>,
+    /// `sqlite://PATH` or `postgres://…`; `None` means SQLite in `data_dir`.
+    pub datastore: Option<String>,
+    pub ca: CaSettings,
+    /// Lifetime of join tokens when the request does not say.
+    pub join_token_ttl: Duration,
+}
+
+/// How the CA is run.
+#[derive(Debug, Clone)]
+pub struct CaSettings {
+    /// Lifetime of each X.509 CA certificate and JWT key.
+    pub ca_ttl: Duration,
+    pub default_x509_svid_ttl: Duration,
+    pub default_jwt_svid_ttl: Duration,
+    /// `spiffe_refresh_hint` written into the bundle.
+    pub bundle_refresh_hint: Duration,
+    /// Use P-384 instead of P-256 for CA and JWT keys.
+    pub p384: bool,
+    /// Sign the CA under this upstream authority instead of self-signing a root.
+    pub upstream: Option<UpstreamAuthority>,
+}
+
+/// An upstream CA: certificate chain and key in PEM, read by the binary.
+#[derive(Clone)]
+pub struct UpstreamAuthority {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for UpstreamAuthority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamAuthority")
+            .field("key_pem", &"…")
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for CaSettings {
+    /// SPIRE's defaults, which its users know.
+    fn default() -> Self {
+        Self {
+            ca_ttl: Duration::from_secs(24 * 3600),
+            default_x509_svid_ttl: Duration::from_secs(3600),
+            default_jwt_svid_ttl: Duration::from_secs(300),
+            bundle_refresh_hint: Duration::from_secs(300),
+            p384: false,
+            upstream: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A configuration with the defaults for everything but the trust domain and data directory.
+    pub fn new(trust_domain: TrustDomain, data_dir: PathBuf) -> Self {
+        Self {
+            trust_domain,
+            admin_socket: PathBuf::from("/tmp/lanyard-server/admin.sock"),
+            data_dir,
+            bind: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            health_bind: None,
+            datastore: None,
+            ca: CaSettings::default(),
+            join_token_ttl: Duration::from_secs(600),
+        }
+    }
+
+    /// The datastore URL to open.
+    pub fn datastore_url(&self) -> String {
+        self.datastore.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.data_dir.join("datastore.sqlite3").display()
+            )
+        })
+    }
+}

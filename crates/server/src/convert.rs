@@ -1,0 +1,258 @@
+//! Admin API messages ↔ lanyard-core types. Every string from a request is parsed here, and a bad
+//! one is refused with `InvalidArgument` naming the field: validation happens at the door.
+
+use std::time::Duration;
+
+use lanyard_core::{
+    DnsName, EntryId, EntrySpec, RegistrationEntry, Selector, SelectorSet, SpiffeId, TrustDomain,
+};
+use lanyard_proto::admin as pb;
+use lanyard_store::AttestedAgent;
+use tonic::Status;
+
+use crate::{CaSettings, from_unix_seconds, unix_seconds};
+
+/// Refuses a request: `field` is what the user typed it as.
+pub(crate) fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("{field}: {why}"))
+}
+
+pub(crate) fn parse_id(field: &str, value: &str) -> Result<SpiffeId, Status> {
+    if value.is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    value.parse().map_err(|e| invalid(field, e))
+}
+
+pub(crate) fn parse_trust_domain(field: &str, value: &str) -> Result<TrustDomain, Status> {
+    if value.is_empty() {
+        return Err(invalid(field, "is required"));
+    }
+    value.parse().map_err(|e| invalid(field, e))
+}
+
+pub(crate) fn parse_selectors(field: &str, values: &[String]) -> Result<SelectorSet, Status> {
+    values
+        .iter()
+        .map(|s| {
+            s.parse::<Selector>()
+                .map_err(|e| invalid(field, format!("`{s}`: {e}")))
+        })
+        .collect()
+}
+
+pub(crate) fn parse_dns_names(field: &str, values: &[String]) -> Result<Vec<DnsName>, Status> {
+    values
+        .iter()
+        .map(|s| s.parse().map_err(|e| invalid(field, e)))
+        .collect()
+}
+
+pub(crate) fn parse_entry_id(value: &str) -> Result<EntryId, Status> {
+    if value.is_empty() {
+        return Err(invalid("id", "is required"));
+    }
+    value.parse().map_err(|e| invalid("id", e))
+}
+
+/// A TTL in seconds: 0 means `default`; negative is refused.
+pub(crate) fn parse_ttl(field: &str, seconds: i64, default: Duration) -> Result<Duration, Status> {
+    match u64::try_from(seconds) {
+        Ok(0) => Ok(default),
+        Ok(s) => Ok(Duration::from_secs(s)),
+        Err(_) => Err(invalid(
+            field,
+            format!("{seconds} is negative; give a duration such as 1h"),
+        )),
+    }
+}
+
+/// A new random entry id: 128 bits as 32 hex digits.
+pub(crate) fn new_entry_id() -> Result<EntryId, Status> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Status::internal("no randomness"))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    EntryId::new(&hex).map_err(|e| Status::internal(e.to_string()))
+}
+
+/// Parses an entry from a request; `id` is the id to give it.
+pub(crate) fn entry_from_proto(
+    entry: &pb::Entry,
+    id: EntryId,
+    trust_domain: &TrustDomain,
+    defaults: &CaSettings,
+) -> Result<RegistrationEntry, Status> {
+    let expires_at = match entry.expires_at {
+        0 => None,
+        secs => Some(
+            from_unix_seconds(secs)
+                .ok_or_else(|| invalid("expires_at", "must be a positive Unix time"))?,
+        ),
+    };
+    let spec = EntrySpec {
+        id,
+        spiffe_id: parse_id("spiffe_id", &entry.spiffe_id)?,
+        parent_id: parse_id("parent_id", &entry.parent_id)?,
+        selectors: parse_selectors("selectors", &entry.selectors)?,
+        x509_svid_ttl: parse_ttl(
+            "x509_svid_ttl",
+            entry.x509_svid_ttl_seconds,
+            defaults.default_x509_svid_ttl,
+        )?,
+        jwt_svid_ttl: parse_ttl(
+            "jwt_svid_ttl",
+            entry.jwt_svid_ttl_seconds,
+            defaults.default_jwt_svid_ttl,
+        )?,
+        dns_names: parse_dns_names("dns_names", &entry.dns_names)?,
+        federates_with: entry
+            .federates_with
+            .iter()
+            .map(|td| parse_trust_domain("federates_with", td))
+            .collect::<Result<_, _>>()?,
+        admin: entry.admin,
+        downstream: entry.downstream,
+        hint: entry.hint.clone(),
+        expires_at,
+        revision: 0,
+    };
+    RegistrationEntry::new_in(spec, trust_domain)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+pub(crate) fn entry_to_proto(entry: &RegistrationEntry) -> pb::Entry {
+    pb::Entry {
+        id: entry.id().to_string(),
+        spiffe_id: entry.spiffe_id().to_string(),
+        parent_id: entry.parent_id().to_string(),
+        selectors: entry.selectors().iter().map(ToString::to_string).collect(),
+        x509_svid_ttl_seconds: seconds(entry.x509_svid_ttl()),
+        jwt_svid_ttl_seconds: seconds(entry.jwt_svid_ttl()),
+        dns_names: entry.dns_names().iter().map(ToString::to_string).collect(),
+        federates_with: entry
+            .federates_with()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        admin: entry.admin(),
+        downstream: entry.downstream(),
+        hint: entry.hint().to_owned(),
+        expires_at: entry.expires_at().map_or(0, unix_seconds),
+        revision: entry.revision(),
+    }
+}
+
+pub(crate) fn agent_to_proto(agent: &AttestedAgent) -> pb::Agent {
+    pb::Agent {
+        spiffe_id: agent.spiffe_id.to_string(),
+        attestation_type: agent.attestation_type.clone(),
+        serial_number: agent.serial.clone(),
+        expires_at: unix_seconds(agent.expires_at),
+        banned: agent.banned,
+        selectors: agent.selectors.iter().map(ToString::to_string).collect(),
+        created_at: unix_seconds(agent.created_at),
+        updated_at: unix_seconds(agent.updated_at),
+    }
+}
+
+fn seconds(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    fn td() -> TrustDomain {
+        TrustDomain::new("example.org").unwrap()
+    }
+
+    fn request() -> pb::Entry {
+        pb::Entry {
+            spiffe_id: "spiffe://example.org/web".into(),
+            parent_id: "spiffe://example.org/agent".into(),
+            selectors: vec!["unix:uid:1000".into()],
+            ..Default::default()
+        }
+    }
+
+    fn parse(entry: &pb::Entry) -> Result<RegistrationEntry, Status> {
+        entry_from_proto(
+            entry,
+            EntryId::new("e1").unwrap(),
+            &td(),
+            &CaSettings::default(),
+        )
+    }
+
+    #[test]
+    fn defaults_fill_zero_ttls_and_round_trip() {
+        let entry = parse(&request()).unwrap();
+        assert_eq!(entry.x509_svid_ttl(), Duration::from_secs(3600));
+        assert_eq!(entry.jwt_svid_ttl(), Duration::from_secs(300));
+        let back = entry_to_proto(&entry);
+        assert_eq!(back.spiffe_id, "spiffe://example.org/web");
+        assert_eq!(back.x509_svid_ttl_seconds, 3600);
+        assert_eq!(back.expires_at, 0);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        type Mutation = Box<dyn Fn(&mut pb::Entry)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (Box::new(|e| e.spiffe_id = "http://x".into()), "spiffe_id"),
+            (Box::new(|e| e.spiffe_id = String::new()), "spiffe_id"),
+            (
+                Box::new(|e| e.parent_id = "spiffe://Bad/a".into()),
+                "parent_id",
+            ),
+            (
+                Box::new(|e| e.selectors = vec!["nocolon".into()]),
+                "selectors",
+            ),
+            (Box::new(|e| e.selectors = vec![]), "selectors"),
+            (Box::new(|e| e.x509_svid_ttl_seconds = -5), "x509_svid_ttl"),
+            (
+                Box::new(|e| e.jwt_svid_ttl_seconds = i64::MAX),
+                "jwt_svid_ttl",
+            ),
+            (
+                Box::new(|e| e.dns_names = vec!["-bad-".into()]),
+                "dns_names",
+            ),
+            (
+                Box::new(|e| e.federates_with = vec!["UPPER".into()]),
+                "federates_with",
+            ),
+            (Box::new(|e| e.expires_at = -1), "expires_at"),
+            (
+                Box::new(|e| e.spiffe_id = "spiffe://other.org/web".into()),
+                "spiffe_id",
+            ),
+            (
+                Box::new(|e| e.spiffe_id = "spiffe://example.org".into()),
+                "spiffe_id",
+            ),
+        ];
+        for (mutate, field) in cases {
+            let mut entry = request();
+            mutate(&mut entry);
+            let status = parse(&entry).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{field}");
+            assert!(
+                status.message().starts_with(field),
+                "{field}: {}",
+                status.message()
+            );
+        }
+    }
+
+    #[test]
+    fn entry_ids_are_random_and_valid() {
+        let a = new_entry_id().unwrap();
+        let b = new_entry_id().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 32);
+    }
+}

@@ -1,0 +1,230 @@
+//! The lanyard server: it opens the datastore, loads or creates the CA, keeps the CA rotating, and
+//! serves the admin API on a private Unix socket plus health and metrics over HTTP.
+//!
+//! Layout: [`run`] wires everything (this file); `admin` is the admin gRPC service and `convert`
+//! the parsing of its messages into lanyard-core types; `authority` loads the CA and drives its
+//! rotation, persisting the journal and publishing the bundle; `http` serves `/live`, `/ready`,
+//! `/metrics`; `socket` binds the private admin socket.
+//!
+//! Not here yet: the node API for agents (issue 5).
+
+mod admin;
+mod authority;
+mod config;
+mod convert;
+mod http;
+mod metrics;
+mod socket;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lanyard_core::{SharedClock, SystemClock};
+use lanyard_store::{DataStore, StoreConfig};
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+
+pub use config::{CaSettings, ServerConfig, UpstreamAuthority};
+
+use crate::authority::Authority;
+use crate::metrics::Metrics;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the datastore: {0}")]
+    Store(#[from] lanyard_store::Error),
+    #[error("CA: {0}")]
+    Ca(#[from] lanyard_ca::CaError),
+    #[error("cannot bind the admin socket {path}: {source}")]
+    AdminSocket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bind the health endpoint {addr}: {source}")]
+    HealthBind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the admin API failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("server state is inconsistent: {0}")]
+    State(String),
+}
+
+/// Shared by every request handler.
+#[derive(Debug)]
+pub(crate) struct ServerState {
+    pub(crate) config: ServerConfig,
+    /// The datastore; every write is one transaction.
+    pub(crate) store: Arc<dyn DataStore>,
+    /// The CA and its persistence; rotation runs in a background task.
+    pub(crate) authority: Authority,
+    pub(crate) metrics: Metrics,
+    /// The metrics registry, rendered for `/metrics`.
+    pub(crate) registry: prometheus_client::registry::Registry,
+    pub(crate) clock: SharedClock,
+}
+
+/// Runs the server until `shutdown` completes, then stops accepting requests, lets in-flight ones
+/// finish, closes the datastore and removes the admin socket.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    run_with_clock(config, Arc::new(SystemClock), shutdown).await
+}
+
+/// [`run`] with an injected clock.
+pub async fn run_with_clock(
+    config: ServerConfig,
+    clock: SharedClock,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    create_private_dir(&config.data_dir)?;
+
+    let mut store_config = StoreConfig::new(config.datastore_url());
+    store_config.clock = clock.clone();
+    let store = lanyard_store::open(store_config).await?;
+
+    let authority = Authority::load(&config, store.clone(), clock.clone()).await?;
+    let (metrics, registry) = Metrics::new();
+    let admin_listener =
+        socket::bind_private(&config.admin_socket).map_err(|source| ServerError::AdminSocket {
+            path: config.admin_socket.clone(),
+            source,
+        })?;
+    let health_listener = match config.health_bind {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::HealthBind { addr, source })?,
+        ),
+        None => None,
+    };
+
+    let state = Arc::new(ServerState {
+        config,
+        store,
+        authority,
+        metrics,
+        registry,
+        clock,
+    });
+    state.refresh_gauges().await;
+    tracing::info!(
+        trust_domain = %state.config.trust_domain,
+        admin_socket = %state.config.admin_socket.display(),
+        datastore = ?state.store.backend(),
+        "lanyard server started"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let rotation = tokio::spawn(authority::drive_rotation(state.clone(), stop_rx.clone()));
+    let health = health_listener
+        .map(|listener| tokio::spawn(http::serve(listener, state.clone(), stop_rx.clone())));
+
+    let mut admin_stop = stop_rx.clone();
+    let admin = tonic::transport::Server::builder()
+        .add_service(admin::service(state.clone()))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(admin_listener), async move {
+            let _ = admin_stop.wait_for(|stop| *stop).await;
+        });
+    tokio::pin!(admin);
+
+    let result = tokio::select! {
+        result = &mut admin => result.map_err(ServerError::from),
+        () = shutdown => {
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop_tx.send(true);
+            admin.await.map_err(ServerError::from)
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = rotation.await;
+    if let Some(health) = health {
+        let _ = health.await;
+    }
+    state.store.close().await;
+    let _ = std::fs::remove_file(&state.config.admin_socket);
+    tracing::info!("lanyard server stopped");
+    result
+}
+
+fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| ServerError::DataDir {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+// === impl ServerState ===
+
+impl ServerState {
+    /// Updates the entry, agent and CA gauges from the datastore and the CA.
+    pub(crate) async fn refresh_gauges(&self) {
+        if let Ok(n) = self.store.count_entries().await {
+            self.metrics
+                .entries
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if let Ok(n) = self.store.count_agents().await {
+            self.metrics
+                .agents
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        if let Some(expiry) = self.authority.active_x509_expiry() {
+            self.metrics.ca_expires_at.set(unix_seconds(expiry));
+        }
+    }
+}
+
+impl http::HealthSource for ServerState {
+    async fn ready(&self) -> Result<(), String> {
+        self.store
+            .ping()
+            .await
+            .map_err(|e| format!("datastore: {e}"))?;
+        self.authority
+            .check_can_sign()
+            .map_err(|e| format!("CA: {e}"))
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Seconds since the Unix epoch, saturating; times before it are 0.
+pub(crate) fn unix_seconds(at: std::time::SystemTime) -> i64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The inverse of [`unix_seconds`] for positive values.
+pub(crate) fn from_unix_seconds(secs: i64) -> Option<std::time::SystemTime> {
+    u64::try_from(secs)
+        .ok()
+        .filter(|s| *s > 0)
+        .map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s))
+}
