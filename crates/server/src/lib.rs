@@ -113,6 +113,9 @@ pub async fn run_with_clock(
         ),
         None => None,
     };
+    if let Some(addr) = health_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        tracing::info!(%addr, "health endpoint listening (/live, /ready, /metrics)");
+    }
 
     let state = Arc::new(ServerState {
         config,
