@@ -5,7 +5,12 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["workload.proto", "lanyard/admin/v1/admin.proto"].map(|f| proto_dir.join(f));
+    let files = [
+        "workload.proto",
+        "lanyard/admin/v1/admin.proto",
+        "lanyard/node/v1/node.proto",
+    ]
+    .map(|f| proto_dir.join(f));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

@@ -4,6 +4,7 @@
 //!   `package` line, so the service's gRPC paths are `/SpiffeWorkloadAPI/<Rpc>`, which is what every
 //!   SPIFFE client calls.
 //! - [`admin`]: `lanyard.admin.v1`, the server's admin API on its Unix socket.
+//! - [`node`]: `lanyard.node.v1`, the node API agents call on the server.
 //!
 //! Nothing here is written by hand except this file; `build.rs` compiles the `.proto` files with
 //! `protox`, so no system `protoc` is needed.
@@ -30,6 +31,18 @@ pub mod admin {
         reason = "generated code"
     )]
     tonic::include_proto!("lanyard.admin.v1");
+}
+
+/// lanyard's node API (`lanyard.node.v1.Node`): what agents call on the server over mTLS.
+pub mod node {
+    #![allow(
+        missing_debug_implementations,
+        unreachable_pub,
+        clippy::all,
+        clippy::pedantic,
+        reason = "generated code"
+    )]
+    tonic::include_proto!("lanyard.node.v1");
 }
 
 #[cfg(test)]
