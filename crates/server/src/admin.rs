@@ -45,7 +45,7 @@ pub(crate) struct AdminService {
 
 /// Maps a datastore error to a status. Database failures are logged here and reported without
 /// detail: their text is for the operator's log, not the caller.
-fn store_status(e: lanyard_store::Error) -> Status {
+pub(crate) fn store_status(e: lanyard_store::Error) -> Status {
     use lanyard_store::Error as E;
     match e {
         E::NotFound { .. } => Status::not_found(e.to_string()),
@@ -65,7 +65,7 @@ fn store_status(e: lanyard_store::Error) -> Status {
 
 /// Maps a CA error to a status: what the request got wrong is `InvalidArgument`; a CA that cannot
 /// sign is `Unavailable`.
-fn ca_status(e: CaError) -> Status {
+pub(crate) fn ca_status(e: CaError) -> Status {
     match e {
         CaError::ForeignTrustDomain { .. }
         | CaError::RootIdNotAllowed(_)
@@ -218,7 +218,7 @@ impl AdminService {
                     },
                 };
             }
-            self.state.refresh_gauges().await;
+            self.state.entries_changed().await;
         }
         Ok(pb::BatchCreateEntriesResponse { results })
     }
@@ -319,7 +319,7 @@ impl AdminService {
                     Err(e) => status_message(&store_status(e)),
                 };
             }
-            self.state.refresh_gauges().await;
+            self.state.entries_changed().await;
         }
         Ok(pb::BatchDeleteEntriesResponse {
             results: results.into_iter().map(Option::unwrap_or_default).collect(),

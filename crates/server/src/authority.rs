@@ -167,6 +167,7 @@ pub(crate) async fn drive_rotation(state: Arc<ServerState>, mut stop: watch::Rec
             match state.authority.persist().await {
                 Ok(()) => {
                     dirty = false;
+                    state.bundles_changed().await;
                     tracing::info!(
                         sequence = state.authority.ca.bundle().sequence(),
                         "CA rotated; bundle published"

@@ -15,7 +15,7 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The admin API's Unix socket, created 0600.
     pub admin_socket: PathBuf,
-    /// The node API's TCP address (agents connect here).
+    /// The node API's TCP address (agents connect here); port 0 picks a free port, which is logged.
     pub bind: SocketAddr,
     /// `/live`, `/ready` and `/metrics` over HTTP; `None` turns them off.
     pub health_bind: Option<SocketAddr>,
@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub ca: CaSettings,
     /// Lifetime of join tokens when the request does not say.
     pub join_token_ttl: Duration,
+    /// Lifetime of agent SVIDs (SPIRE's default: 1 hour).
+    pub agent_svid_ttl: Duration,
 }
 
 /// How the CA is run.
@@ -82,6 +84,7 @@ impl ServerConfig {
             datastore: None,
             ca: CaSettings::default(),
             join_token_ttl: Duration::from_secs(600),
+            agent_svid_ttl: Duration::from_secs(3600),
         }
     }
 

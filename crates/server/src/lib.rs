@@ -6,14 +6,18 @@
 //! rotation, persisting the journal and publishing the bundle; `http` serves `/live`, `/ready`,
 //! `/metrics`; `socket` binds the private admin socket.
 //!
-//! Not here yet: the node API for agents (issue 5).
+//! The node API (`node`, over TLS from `node_listener`) serves agents: attestation, SVIDs, and a
+//! pushed entry stream fed by the in-memory `index`, which follows the datastore's revision log.
 
 mod admin;
 mod authority;
 mod config;
 mod convert;
 mod http;
+mod index;
 mod metrics;
+mod node;
+mod node_listener;
 mod socket;
 
 use std::future::Future;
@@ -23,13 +27,15 @@ use std::time::Duration;
 
 use lanyard_core::{SharedClock, SystemClock};
 use lanyard_store::{DataStore, StoreConfig};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 
 pub use config::{CaSettings, ServerConfig, UpstreamAuthority};
 
 use crate::authority::Authority;
+use crate::index::EntryIndex;
 use crate::metrics::Metrics;
+use crate::node::{AgentRevoked, PublishedBundles};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +54,12 @@ pub enum ServerError {
     #[error("cannot bind the admin socket {path}: {source}")]
     AdminSocket {
         path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot bind the node API at {addr}: {source}")]
+    NodeBind {
+        addr: std::net::SocketAddr,
         #[source]
         source: std::io::Error,
     },
@@ -75,6 +87,14 @@ pub(crate) struct ServerState {
     /// The metrics registry, rendered for `/metrics`.
     pub(crate) registry: prometheus_client::registry::Registry,
     pub(crate) clock: SharedClock,
+    /// Every entry, indexed for agent authorization; follows the datastore's revision log.
+    pub(crate) index: EntryIndex,
+    /// `spiffe://<td>/lanyard/server`: entries parented here are node aliases.
+    pub(crate) node_alias_parent: lanyard_core::SpiffeId,
+    /// The bundles agents receive on their sync streams; replaced when any changes.
+    pub(crate) bundles: watch::Sender<PublishedBundles>,
+    /// Bans and evictions, which end the agent's open streams.
+    pub(crate) agent_revoked: broadcast::Sender<AgentRevoked>,
 }
 
 /// Runs the server until `shutdown` completes, then stops accepting requests, lets in-flight ones
@@ -99,6 +119,15 @@ pub async fn run_with_clock(
     let store = lanyard_store::open(store_config).await?;
 
     let authority = Authority::load(&config, store.clone(), clock.clone()).await?;
+    let node_alias_parent = node_listener::server_id(&config.trust_domain);
+    let index = EntryIndex::load(&*store, node_alias_parent.clone()).await?;
+    let node_tls = node_listener::NodeTls::new(&authority.ca)?;
+    let node_listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServerError::NodeBind { addr: config.bind, source })?;
+    if let Ok(addr) = node_listener.local_addr() {
+        tracing::info!(%addr, "node API listening");
+    }
     let (metrics, registry) = Metrics::new();
     let admin_listener =
         socket::bind_private(&config.admin_socket).map_err(|source| ServerError::AdminSocket {
@@ -117,6 +146,8 @@ pub async fn run_with_clock(
         tracing::info!(%addr, "health endpoint listening (/live, /ready, /metrics)");
     }
 
+    let bundles = watch::Sender::new(published_bundles(&authority, &*store).await?);
+    let (agent_revoked, _) = broadcast::channel(256);
     let state = Arc::new(ServerState {
         config,
         store,
@@ -124,6 +155,10 @@ pub async fn run_with_clock(
         metrics,
         registry,
         clock,
+        index,
+        node_alias_parent,
+        bundles,
+        agent_revoked,
     });
     state.refresh_gauges().await;
     tracing::info!(
@@ -137,6 +172,18 @@ pub async fn run_with_clock(
     let rotation = tokio::spawn(authority::drive_rotation(state.clone(), stop_rx.clone()));
     let health = health_listener
         .map(|listener| tokio::spawn(http::serve(listener, state.clone(), stop_rx.clone())));
+    let followers = tokio::spawn(follow_other_writers(state.clone(), stop_rx.clone()));
+    let tls_upkeep = tokio::spawn(node_listener::maintain_tls(state.clone(), node_tls.clone(), stop_rx.clone()));
+    let connections = node_listener::accept(node_listener, &node_tls, state.config.trust_domain.clone(), stop_rx.clone())?;
+    let mut node_stop = stop_rx.clone();
+    let node_api = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .add_service(node::service(state.clone(), stop_rx.clone()))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(connections), async move {
+                let _ = node_stop.wait_for(|stop| *stop).await;
+            }),
+    );
 
     let mut admin_stop = stop_rx.clone();
     let admin = tonic::transport::Server::builder()
@@ -156,6 +203,13 @@ pub async fn run_with_clock(
     };
     let _ = stop_tx.send(true);
     let _ = rotation.await;
+    let _ = followers.await;
+    let _ = tls_upkeep.await;
+    match node_api.await {
+        Ok(Err(e)) => tracing::error!(error = %e, "node API failed"),
+        Err(e) => tracing::error!(error = %e, "node API task failed"),
+        Ok(Ok(())) => {}
+    }
     if let Some(health) = health {
         let _ = health.await;
     }
@@ -163,6 +217,45 @@ pub async fn run_with_clock(
     let _ = std::fs::remove_file(&state.config.admin_socket);
     tracing::info!("lanyard server stopped");
     result
+}
+
+/// How often the index looks for entries written by other servers on a shared database. Writes
+/// through this server reach the index at once; this only bounds the delay for other servers'.
+const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Keeps the entry index current with writes this server did not make (several servers on one
+/// PostgreSQL database). One indexed query per interval for the whole server, not per agent.
+async fn follow_other_writers(state: Arc<ServerState>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(FOLLOW_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = state.index.catch_up(&*state.store).await {
+            tracing::warn!(error = %e, "cannot read entry changes from the datastore");
+        }
+    }
+}
+
+/// The bundles agents receive: the CA's and every federated one stored.
+pub(crate) async fn published_bundles(
+    authority: &Authority,
+    store: &dyn DataStore,
+) -> Result<PublishedBundles, lanyard_store::Error> {
+    let own = authority.ca.bundle();
+    let federated = store
+        .list_bundles()
+        .await?
+        .into_iter()
+        .filter(|b| &b.trust_domain != own.trust_domain())
+        .map(|b| (b.trust_domain.to_string(), b.document))
+        .collect();
+    Ok(PublishedBundles {
+        own: own.to_json(),
+        federated,
+    })
 }
 
 fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
@@ -180,6 +273,28 @@ fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
 // === impl ServerState ===
 
 impl ServerState {
+    /// Brings the entry index (and so every agent stream) up to date after a write.
+    pub(crate) async fn entries_changed(&self) {
+        if let Err(e) = self.index.catch_up(&*self.store).await {
+            tracing::warn!(error = %e, "cannot read entry changes; the next check retries");
+        }
+        self.refresh_gauges().await;
+    }
+
+    /// Recomputes the bundles agents receive and pushes them if they changed.
+    pub(crate) async fn bundles_changed(&self) {
+        match published_bundles(&self.authority, &*self.store).await {
+            Ok(published) => {
+                self.bundles.send_if_modified(|current| {
+                    let changed = *current != published;
+                    *current = published;
+                    changed
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read bundles to publish"),
+        }
+    }
+
     /// Updates the entry, agent and CA gauges from the datastore and the CA.
     pub(crate) async fn refresh_gauges(&self) {
         if let Ok(n) = self.store.count_entries().await {

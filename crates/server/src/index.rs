@@ -1,0 +1,160 @@
+//! The in-memory index of registration entries that lets the server answer "which entries may this
+//! agent serve" and push changes to agents without touching the database per agent.
+//!
+//! The index follows the datastore's revision log: [`EntryIndex::catch_up`] reads the changes
+//! after the index's revision (one query, whoever wrote them) and applies them in revision order,
+//! then broadcasts them. The server calls it right after each of its own writes, so a new entry
+//! reaches connected agents at once; a periodic call picks up writes of other servers sharing a
+//! PostgreSQL database.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use lanyard_core::{EntryId, RegistrationEntry, SelectorSet, SpiffeId};
+use lanyard_store::{DataStore, EntryChange};
+use tokio::sync::{Mutex, broadcast};
+
+/// How many change batches a slow sync stream may fall behind before it must resync in full.
+const BROADCAST_CAPACITY: usize = 1024;
+/// Changes read from the store per query while catching up.
+const CATCH_UP_CHUNK: u32 = 10_000;
+
+/// One applied batch of changes, as broadcast to sync streams.
+#[derive(Debug)]
+pub(crate) struct IndexUpdate {
+    /// The index's revision after this batch.
+    pub(crate) revision: u64,
+    /// The ids that changed (created, updated or deleted) in this batch.
+    pub(crate) changed: Vec<EntryId>,
+    /// True if a node-alias entry changed: agents' alias memberships must be recomputed.
+    pub(crate) aliases_changed: bool,
+}
+
+/// The entries of the datastore, indexed by id and by parent.
+#[derive(Debug)]
+pub(crate) struct EntryIndex {
+    /// Parents of node-alias entries: an entry whose parent is this ID groups agents by selectors.
+    server_id: SpiffeId,
+    state: RwLock<IndexState>,
+    /// Serializes catch-ups so changes are applied once and in order.
+    catching_up: Mutex<()>,
+    updates: broadcast::Sender<Arc<IndexUpdate>>,
+}
+
+#[derive(Debug, Default)]
+struct IndexState {
+    revision: u64,
+    by_id: HashMap<EntryId, RegistrationEntry>,
+    by_parent: HashMap<SpiffeId, BTreeSet<EntryId>>,
+}
+
+impl EntryIndex {
+    /// Loads every entry from the store.
+    pub(crate) async fn load(store: &dyn DataStore, server_id: SpiffeId) -> Result<Self, lanyard_store::Error> {
+        let (updates, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let index = Self {
+            server_id,
+            state: RwLock::new(IndexState::default()),
+            catching_up: Mutex::new(()),
+            updates,
+        };
+        index.catch_up(store).await?;
+        Ok(index)
+    }
+
+    /// Applies every change committed since the index's revision, then tells subscribers.
+    pub(crate) async fn catch_up(&self, store: &dyn DataStore) -> Result<(), lanyard_store::Error> {
+        let _guard = self.catching_up.lock().await;
+        loop {
+            let since = self.revision();
+            let batch = store.entry_changes_since(since, CATCH_UP_CHUNK).await?;
+            if batch.changes.is_empty() {
+                return Ok(());
+            }
+            let full = batch.changes.len() >= CATCH_UP_CHUNK as usize;
+            let update = self.apply(batch.changes);
+            // No subscriber is fine: nobody is syncing.
+            let _ = self.updates.send(Arc::new(update));
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    fn apply(&self, changes: Vec<EntryChange>) -> IndexUpdate {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut changed = Vec::with_capacity(changes.len());
+        let mut aliases_changed = false;
+        for change in changes {
+            state.revision = state.revision.max(change.revision());
+            let id = change.entry_id().clone();
+            if let Some(old) = state.by_id.remove(&id) {
+                aliases_changed |= old.parent_id() == &self.server_id;
+                remove_from_parent(&mut state.by_parent, old.parent_id(), &id);
+            }
+            if let EntryChange::Put(entry) = change {
+                aliases_changed |= entry.parent_id() == &self.server_id;
+                state.by_parent.entry(entry.parent_id().clone()).or_default().insert(id.clone());
+                state.by_id.insert(id.clone(), entry);
+            }
+            changed.push(id);
+        }
+        IndexUpdate {
+            revision: state.revision,
+            changed,
+            aliases_changed,
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<IndexUpdate>> {
+        self.updates.subscribe()
+    }
+
+    pub(crate) fn revision(&self) -> u64 {
+        self.read().revision
+    }
+
+    pub(crate) fn get(&self, id: &EntryId) -> Option<RegistrationEntry> {
+        self.read().by_id.get(id).cloned()
+    }
+
+    /// The parents whose entries `agent` may serve: its own ID and every node alias whose
+    /// selectors the agent has.
+    pub(crate) fn parents_of(&self, agent: &SpiffeId, agent_selectors: &SelectorSet) -> BTreeSet<SpiffeId> {
+        let state = self.read();
+        let mut parents = BTreeSet::from([agent.clone()]);
+        if let Some(aliases) = state.by_parent.get(&self.server_id) {
+            for alias in aliases.iter().filter_map(|id| state.by_id.get(id)) {
+                if alias.selectors().is_subset(agent_selectors) {
+                    parents.insert(alias.spiffe_id().clone());
+                }
+            }
+        }
+        parents
+    }
+
+    /// Every entry under `parents`, with the index's revision.
+    pub(crate) fn entries_under(&self, parents: &BTreeSet<SpiffeId>) -> (Vec<RegistrationEntry>, u64) {
+        let state = self.read();
+        let entries = parents
+            .iter()
+            .filter_map(|p| state.by_parent.get(p))
+            .flatten()
+            .filter_map(|id| state.by_id.get(id).cloned())
+            .collect();
+        (entries, state.revision)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, IndexState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn remove_from_parent(by_parent: &mut HashMap<SpiffeId, BTreeSet<EntryId>>, parent: &SpiffeId, id: &EntryId) {
+    if let Some(ids) = by_parent.get_mut(parent) {
+        ids.remove(id);
+        if ids.is_empty() {
+            by_parent.remove(parent);
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! The node API (`lanyard.node.v1.Node`): node attestation, agent SVID renewal, the pushed entry
+//! stream, and SVID minting for the entries an agent is authorized for.
+//!
+//! An agent may serve an entry when the entry's parent is the agent's own ID, or the ID of a
+//! node-alias entry (an entry whose parent is `spiffe://<td>/lanyard/server`) whose selectors the
+//! agent has. Every call but `AttestAgent` requires the agent's SVID as the TLS client
+//! certificate, and the agent must be attested (not evicted) and not banned.
+
+use std::collections::{BTreeSet, HashMap};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use lanyard_ca::{JwtSvidRequest, X509SvidRequest};
+use lanyard_core::{EntryId, RegistrationEntry, SelectorSet, SpiffeId};
+use lanyard_proto::node::{self as pb, node_server::NodeServer};
+use lanyard_store::{AgentInfo, AttestedAgent};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::admin::{ca_status, store_status};
+use crate::convert::{invalid, parse_entry_id};
+use crate::index::IndexUpdate;
+use crate::node_listener::PeerInfo;
+use crate::{ServerState, unix_seconds};
+
+/// Entries per message of a full set.
+const SYNC_CHUNK: usize = 1000;
+/// Most CSRs in one BatchNewX509Svid call.
+const MAX_SVID_BATCH: usize = 1000;
+/// Largest node API message.
+const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+/// The path prefix of agent IDs.
+const AGENT_PATH_PREFIX: &str = "/lanyard/agent/";
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Bundles as pushed to agents: this trust domain's and the federated ones, as SPIFFE JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PublishedBundles {
+    pub(crate) own: String,
+    pub(crate) federated: std::collections::BTreeMap<String, String>,
+}
+
+/// Something happened to an agent that must end its streams.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentRevoked {
+    pub(crate) spiffe_id: SpiffeId,
+    pub(crate) reason: &'static str,
+}
+
+pub(crate) fn service(state: Arc<ServerState>, stop: watch::Receiver<bool>) -> NodeServer<NodeService> {
+    NodeServer::new(NodeService { state, stop })
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE)
+}
+
+#[derive(Debug)]
+pub(crate) struct NodeService {
+    state: Arc<ServerState>,
+    /// Turns true at shutdown; open sync streams end then, so shutdown is not held up.
+    stop: watch::Receiver<bool>,
+}
+
+fn peer<T>(request: &Request<T>) -> Option<&PeerInfo> {
+    request.extensions().get::<PeerInfo>()
+}
+
+/// The agent ID a join token attests to when it was not made for a specific ID: derived from the
+/// token's hash, so it names the node without revealing the token.
+fn join_token_agent_id(trust_domain: &lanyard_core::TrustDomain, token: &str) -> Result<SpiffeId, Status> {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let token_id: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    trust_domain
+        .id_from_segments(&["lanyard", "agent", "join_token", &token_id])
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+fn serial_of(leaf_der: &[u8]) -> String {
+    x509_parser::parse_x509_certificate(leaf_der)
+        .map(|(_, cert)| cert.tbs_certificate.raw_serial_as_string())
+        .unwrap_or_default()
+}
+
+pub(crate) fn entry_to_node_proto(entry: &RegistrationEntry) -> pb::Entry {
+    let admin = crate::convert::entry_to_proto(entry);
+    pb::Entry {
+        id: admin.id,
+        spiffe_id: admin.spiffe_id,
+        parent_id: admin.parent_id,
+        selectors: admin.selectors,
+        x509_svid_ttl_seconds: admin.x509_svid_ttl_seconds,
+        jwt_svid_ttl_seconds: admin.jwt_svid_ttl_seconds,
+        dns_names: admin.dns_names,
+        federates_with: admin.federates_with,
+        admin: admin.admin,
+        downstream: admin.downstream,
+        hint: admin.hint,
+        expires_at: admin.expires_at,
+        revision: admin.revision,
+    }
+}
+
+// === impl NodeService ===
+
+impl NodeService {
+    /// The attested, unbanned agent on the other end of this call.
+    async fn caller(&self, peer: Option<&PeerInfo>) -> Result<AttestedAgent, Status> {
+        let id = peer
+            .and_then(|p| p.spiffe_id.clone())
+            .ok_or_else(|| Status::unauthenticated("this call needs mTLS with an agent SVID; attest first"))?;
+        if !id.is_member_of(&self.state.config.trust_domain) || !id.path().starts_with(AGENT_PATH_PREFIX) {
+            return Err(Status::permission_denied(format!("{id} is not an agent of this trust domain")));
+        }
+        let agent = self.state.store.get_agent(&id).await.map_err(store_status)?;
+        match agent {
+            None => Err(Status::permission_denied(format!("agent {id} is not attested (evicted?); attest again"))),
+            Some(agent) if agent.banned => Err(Status::permission_denied(format!("agent {id} is banned"))),
+            Some(agent) => Ok(agent),
+        }
+    }
+
+    /// Records a refused attestation in the event log (which later feeds the audit log).
+    async fn refuse(&self, attestor: &str, peer: Option<&PeerInfo>, status: Status) -> Status {
+        let payload = serde_json::json!({
+            "attestor": attestor,
+            "peer": peer.and_then(|p| p.addr).map(|a| a.to_string()),
+            "reason": status.message(),
+        });
+        if let Err(e) = self.state.store.append_event("agent.attestation_refused", &payload).await {
+            tracing::error!(error = %e, "cannot record a refused attestation");
+        }
+        tracing::warn!(attestor, reason = status.message(), "node attestation refused");
+        status
+    }
+
+    /// Mints the agent SVID and records the agent, after an attestor vouched for `agent_id`.
+    async fn admit(
+        &self,
+        agent_id: SpiffeId,
+        attestor: &str,
+        selectors: SelectorSet,
+        csr: &[u8],
+    ) -> Result<pb::AgentSvid, Status> {
+        let existing = self.state.store.get_agent(&agent_id).await.map_err(store_status)?;
+        if existing.as_ref().is_some_and(|a| a.banned) {
+            return Err(Status::permission_denied(format!("agent {agent_id} is banned")));
+        }
+        let request = X509SvidRequest::new(agent_id.clone()).with_ttl(self.state.config.agent_svid_ttl);
+        let svid = self.state.authority.ca.mint_x509_svid_from_csr(csr, &request).map_err(ca_status)?;
+        let info = AgentInfo {
+            spiffe_id: agent_id.clone(),
+            attestation_type: attestor.to_owned(),
+            serial: serial_of(svid.leaf_der()),
+            expires_at: svid.not_after,
+            selectors: selectors.clone(),
+        };
+        let stored = match existing {
+            Some(_) => self.state.store.update_agent(&info).await,
+            None => self.state.store.create_agent(&info).await,
+        };
+        stored.map_err(store_status)?;
+        let payload = serde_json::json!({ "agent": agent_id.to_string(), "attestor": attestor });
+        if let Err(e) = self.state.store.append_event("agent.attested", &payload).await {
+            tracing::error!(error = %e, "cannot record an attestation");
+        }
+        self.state.refresh_gauges().await;
+        tracing::info!(agent = %agent_id, attestor, "agent attested");
+        Ok(pb::AgentSvid {
+            spiffe_id: agent_id.to_string(),
+            cert_chain: svid.cert_chain,
+            expires_at: unix_seconds(svid.not_after),
+            bundle_json: self.state.authority.ca.bundle().to_json(),
+            selectors: selectors.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    async fn attest_join_token(&self, params: &pb::AttestationParams) -> Result<(SpiffeId, SelectorSet), Status> {
+        let token = std::str::from_utf8(&params.payload)
+            .ok()
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+            .ok_or_else(|| invalid("payload", "a join token is 1 to 256 bytes of text"))?;
+        let grant = self.state.store.consume_join_token(token).await.map_err(store_status)?;
+        let td = &self.state.config.trust_domain;
+        let agent_id = match grant.spiffe_id {
+            Some(id) => id,
+            None => join_token_agent_id(td, token)?,
+        };
+        Ok((agent_id, SelectorSet::new()))
+    }
+
+    fn authorized_parents(&self, agent: &AttestedAgent) -> BTreeSet<SpiffeId> {
+        self.state.index.parents_of(&agent.spiffe_id, &agent.selectors)
+    }
+
+    /// The entry `id` if `agent` may serve it now.
+    fn authorized_entry(&self, parents: &BTreeSet<SpiffeId>, id: &str) -> Result<RegistrationEntry, Status> {
+        let id = parse_entry_id(id)?;
+        match self.state.index.get(&id) {
+            Some(entry)
+                if parents.contains(entry.parent_id()) && !entry.is_expired(self.state.clock.now()) =>
+            {
+                Ok(entry)
+            }
+            // Unknown and unauthorized look the same, so an agent learns nothing of others' entries.
+            _ => Err(Status::permission_denied(format!("entry `{id}` is not one this agent may serve"))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::node_server::Node for NodeService {
+    type AttestAgentStream = BoxStream<pb::AttestAgentResponse>;
+    type SyncEntriesStream = BoxStream<pb::SyncEntriesResponse>;
+
+    async fn attest_agent(
+        &self,
+        request: Request<Streaming<pb::AttestAgentRequest>>,
+    ) -> Result<Response<Self::AttestAgentStream>, Status> {
+        let peer = peer(&request).cloned();
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| invalid("params", "the stream ended before the attestation parameters"))?;
+        let Some(pb::attest_agent_request::Step::Params(params)) = first.step else {
+            return Err(invalid("params", "the first message must carry the attestation parameters"));
+        };
+        if params.csr.is_empty() {
+            return Err(invalid("csr", "a CSR for the agent SVID is required"));
+        }
+        let attested = match params.attestor.as_str() {
+            "join_token" => self.attest_join_token(&params).await,
+            "x509pop" => Err(Status::unimplemented("the x509pop attestor is not enabled on this server")),
+            other => Err(invalid("attestor", format!("`{other}` is not known; use join_token or x509pop"))),
+        };
+        let (agent_id, selectors) = match attested {
+            Ok(v) => v,
+            Err(status) => return Err(self.refuse(&params.attestor, peer.as_ref(), status).await),
+        };
+        let svid = match self.admit(agent_id, &params.attestor, selectors, &params.csr).await {
+            Ok(svid) => svid,
+            Err(status) => return Err(self.refuse(&params.attestor, peer.as_ref(), status).await),
+        };
+        let response = pb::AttestAgentResponse {
+            step: Some(pb::attest_agent_response::Step::Result(svid)),
+        };
+        Ok(Response::new(Box::pin(tokio_stream::once(Ok(response)))))
+    }
+
+    async fn renew_agent(
+        &self,
+        request: Request<pb::RenewAgentRequest>,
+    ) -> Result<Response<pb::RenewAgentResponse>, Status> {
+        let agent = self.caller(peer(&request)).await?;
+        let csr = &request.get_ref().csr;
+        let svid_request = X509SvidRequest::new(agent.spiffe_id.clone()).with_ttl(self.state.config.agent_svid_ttl);
+        let svid = self.state.authority.ca.mint_x509_svid_from_csr(csr, &svid_request).map_err(ca_status)?;
+        let info = AgentInfo {
+            spiffe_id: agent.spiffe_id.clone(),
+            attestation_type: agent.attestation_type.clone(),
+            serial: serial_of(svid.leaf_der()),
+            expires_at: svid.not_after,
+            selectors: agent.selectors.clone(),
+        };
+        self.state.store.update_agent(&info).await.map_err(store_status)?;
+        Ok(Response::new(pb::RenewAgentResponse {
+            svid: Some(pb::AgentSvid {
+                spiffe_id: agent.spiffe_id.to_string(),
+                cert_chain: svid.cert_chain,
+                expires_at: unix_seconds(svid.not_after),
+                bundle_json: self.state.authority.ca.bundle().to_json(),
+                selectors: agent.selectors.iter().map(ToString::to_string).collect(),
+            }),
+        }))
+    }
+
+    async fn sync_entries(
+        &self,
+        request: Request<pb::SyncEntriesRequest>,
+    ) -> Result<Response<Self::SyncEntriesStream>, Status> {
+        let agent = self.caller(peer(&request)).await?;
+        let since = request.get_ref().since_revision;
+        let (tx, rx) = mpsc::channel(16);
+        let stream = EntryStream {
+            state: self.state.clone(),
+            agent,
+            tx,
+        };
+        tokio::spawn(stream.run(since, self.stop.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn batch_new_x509_svid(
+        &self,
+        request: Request<pb::BatchNewX509SvidRequest>,
+    ) -> Result<Response<pb::BatchNewX509SvidResponse>, Status> {
+        let agent = self.caller(peer(&request)).await?;
+        let params = &request.get_ref().params;
+        if params.len() > MAX_SVID_BATCH {
+            return Err(invalid("params", format!("at most {MAX_SVID_BATCH} per call, got {}", params.len())));
+        }
+        let parents = self.authorized_parents(&agent);
+        let mut results = Vec::with_capacity(params.len());
+        for param in params {
+            let minted = self.authorized_entry(&parents, &param.entry_id).and_then(|entry| {
+                let svid_request = X509SvidRequest {
+                    spiffe_id: entry.spiffe_id().clone(),
+                    dns_names: entry.dns_names().to_vec(),
+                    ttl: Some(entry.x509_svid_ttl()),
+                };
+                self.state
+                    .authority
+                    .ca
+                    .mint_x509_svid_from_csr(&param.csr, &svid_request)
+                    .map_err(ca_status)
+            });
+            results.push(match minted {
+                Ok(svid) => {
+                    self.state
+                        .metrics
+                        .svids_signed
+                        .get_or_create(&crate::metrics::SvidKind { kind: "x509" })
+                        .inc();
+                    pb::X509SvidResult {
+                        entry_id: param.entry_id.clone(),
+                        code: 0,
+                        message: String::new(),
+                        expires_at: unix_seconds(svid.not_after),
+                        cert_chain: svid.cert_chain,
+                    }
+                }
+                Err(status) => pb::X509SvidResult {
+                    entry_id: param.entry_id.clone(),
+                    code: status.code() as i32,
+                    message: status.message().to_owned(),
+                    cert_chain: Vec::new(),
+                    expires_at: 0,
+                },
+            });
+        }
+        Ok(Response::new(pb::BatchNewX509SvidResponse { results }))
+    }
+
+    async fn new_jwt_svid(
+        &self,
+        request: Request<pb::NewJwtSvidRequest>,
+    ) -> Result<Response<pb::NewJwtSvidResponse>, Status> {
+        let agent = self.caller(peer(&request)).await?;
+        let request = request.into_inner();
+        if request.audience.is_empty() || request.audience.iter().any(String::is_empty) {
+            return Err(invalid("audience", "at least one non-empty audience is required"));
+        }
+        let entry = self.authorized_entry(&self.authorized_parents(&agent), &request.entry_id)?;
+        let svid_request =
+            JwtSvidRequest::new(entry.spiffe_id().clone(), request.audience).with_ttl(entry.jwt_svid_ttl());
+        let svid = self.state.authority.ca.mint_jwt_svid(&svid_request).map_err(ca_status)?;
+        self.state
+            .metrics
+            .svids_signed
+            .get_or_create(&crate::metrics::SvidKind { kind: "jwt" })
+            .inc();
+        Ok(Response::new(pb::NewJwtSvidResponse {
+            token: svid.token,
+            issued_at: unix_seconds(svid.issued_at),
+            expires_at: unix_seconds(svid.expires_at),
+        }))
+    }
+}
+
+/// One agent's entry stream.
+struct EntryStream {
+    state: Arc<ServerState>,
+    agent: AttestedAgent,
+    tx: mpsc::Sender<Result<pb::SyncEntriesResponse, Status>>,
+}
+
+/// Why a sync stream stopped early.
+enum Ended {
+    /// The agent hung up, or the server is stopping.
+    Closed,
+}
+
+impl EntryStream {
+    async fn run(self, since: u64, mut stop: watch::Receiver<bool>) {
+        // Subscribe before reading, so nothing committed in between is missed.
+        let mut updates = self.state.index.subscribe();
+        let mut bundles = self.state.bundles.subscribe();
+        let mut revoked = self.state.agent_revoked.subscribe();
+        let mut parents = self.state.index.parents_of(&self.agent.spiffe_id, &self.agent.selectors);
+        let published = bundles.borrow_and_update().clone();
+        let mut sent = match self.initial(since, &parents, &published).await {
+            Ok(sent) => sent,
+            Err(Ended::Closed) => return,
+        };
+        loop {
+            let outcome = tokio::select! {
+                update = updates.recv() => match update {
+                    Ok(update) => self.apply(&update, &mut parents, &mut sent).await,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Fell behind: start again from a full set.
+                        parents = self.state.index.parents_of(&self.agent.spiffe_id, &self.agent.selectors);
+                        self.full(&parents, None).await.map(|s| sent = s)
+                    }
+                    Err(broadcast::error::RecvError::Closed) => Err(Ended::Closed),
+                },
+                changed = bundles.changed() => match changed {
+                    Ok(()) => {
+                        let published = bundles.borrow_and_update().clone();
+                        self.send(pb::SyncEntriesResponse {
+                            bundle_json: published.own.clone(),
+                            federated_bundles: published.federated.clone().into_iter().collect(),
+                            revision: self.state.index.revision(),
+                            ..Default::default()
+                        }).await
+                    }
+                    Err(_) => Err(Ended::Closed),
+                },
+                event = revoked.recv() => match event {
+                    Ok(event) if event.spiffe_id == self.agent.spiffe_id => {
+                        let status = Status::permission_denied(format!("agent {} was {}", event.spiffe_id, event.reason));
+                        let _ = self.tx.send(Err(status)).await;
+                        Err(Ended::Closed)
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                    Err(broadcast::error::RecvError::Closed) => Err(Ended::Closed),
+                },
+                () = self.tx.closed() => Err(Ended::Closed),
+                () = async { let _ = stop.wait_for(|s| *s).await; } => Err(Ended::Closed),
+            };
+            if outcome.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn send(&self, message: pb::SyncEntriesResponse) -> Result<(), Ended> {
+        self.tx.send(Ok(message)).await.map_err(|_| Ended::Closed)
+    }
+
+    /// The first answer: what changed since `since` if the store still has it and no node alias
+    /// changed, otherwise the full set. Returns the ids the agent now holds.
+    async fn initial(
+        &self,
+        since: u64,
+        parents: &BTreeSet<SpiffeId>,
+        bundles: &PublishedBundles,
+    ) -> Result<HashMap<EntryId, u64>, Ended> {
+        if since > 0 && since <= self.state.index.revision() {
+            if let Ok(changes) = self.state.store.entry_changes_since(since, 0).await {
+                // A deleted entry may have been a node alias, which would change what this agent
+                // may serve beyond the listed ids: resync in full then, as after an alias change.
+                let alias_changed = changes.changes.iter().any(|c| match c {
+                    lanyard_store::EntryChange::Put(e) => e.parent_id() == &self.state.node_alias_parent,
+                    lanyard_store::EntryChange::Delete { .. } => true,
+                });
+                if !alias_changed {
+                    let (entries, _) = self.state.index.entries_under(parents);
+                    let sent: HashMap<EntryId, u64> = entries.iter().map(|e| (e.id().clone(), e.revision())).collect();
+                    let ids: Vec<EntryId> = changes.changes.iter().map(|c| c.entry_id().clone()).collect();
+                    let (puts, removed) = self.classify(&ids, parents);
+                    self.send_chunked(false, puts, removed, changes.current_revision.max(since), Some(bundles))
+                        .await?;
+                    return Ok(sent);
+                }
+            }
+        }
+        self.full(parents, Some(bundles)).await
+    }
+
+    /// Sends the whole authorized set, in chunks.
+    async fn full(&self, parents: &BTreeSet<SpiffeId>, bundles: Option<&PublishedBundles>) -> Result<HashMap<EntryId, u64>, Ended> {
+        let (entries, revision) = self.state.index.entries_under(parents);
+        let sent = entries.iter().map(|e| (e.id().clone(), e.revision())).collect();
+        self.send_chunked(true, entries, Vec::new(), revision, bundles).await?;
+        Ok(sent)
+    }
+
+    /// Splits the changed ids into entries this agent may serve and ids it must drop.
+    fn classify(&self, ids: &[EntryId], parents: &BTreeSet<SpiffeId>) -> (Vec<RegistrationEntry>, Vec<EntryId>) {
+        let mut puts = Vec::new();
+        let mut removed = Vec::new();
+        for id in ids {
+            match self.state.index.get(id) {
+                Some(entry) if parents.contains(entry.parent_id()) => puts.push(entry),
+                _ => removed.push(id.clone()),
+            }
+        }
+        (puts, removed)
+    }
+
+    async fn apply(
+        &self,
+        update: &IndexUpdate,
+        parents: &mut BTreeSet<SpiffeId>,
+        sent: &mut HashMap<EntryId, u64>,
+    ) -> Result<(), Ended> {
+        if update.aliases_changed {
+            let now = self.state.index.parents_of(&self.agent.spiffe_id, &self.agent.selectors);
+            if &now != parents {
+                *parents = now;
+                *sent = self.full(parents, None).await?;
+                return Ok(());
+            }
+        }
+        let (puts, mut removed) = self.classify(&update.changed, parents);
+        // Only tell the agent to drop what it has.
+        removed.retain(|id| sent.remove(id).is_some());
+        for entry in &puts {
+            sent.insert(entry.id().clone(), entry.revision());
+        }
+        if puts.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        self.send_chunked(false, puts, removed, update.revision, None).await
+    }
+
+    async fn send_chunked(
+        &self,
+        full_sync: bool,
+        entries: Vec<RegistrationEntry>,
+        removed: Vec<EntryId>,
+        revision: u64,
+        bundles: Option<&PublishedBundles>,
+    ) -> Result<(), Ended> {
+        let mut chunks: Vec<&[RegistrationEntry]> = entries.chunks(SYNC_CHUNK).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]);
+        }
+        let last = chunks.len() - 1;
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let mut message = pb::SyncEntriesResponse {
+                full_sync: full_sync && i == 0,
+                entries: chunk.iter().map(entry_to_node_proto).collect(),
+                more: i != last,
+                revision: if i == last { revision } else { 0 },
+                ..Default::default()
+            };
+            if i == last {
+                message.removed_entry_ids = removed.iter().map(ToString::to_string).collect();
+                if let Some(bundles) = bundles {
+                    message.bundle_json = bundles.own.clone();
+                    message.federated_bundles = bundles.federated.clone().into_iter().collect();
+                }
+            }
+            self.send(message).await?;
+        }
+        Ok(())
+    }
+}
