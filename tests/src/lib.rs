@@ -10,6 +10,8 @@
     reason = "test harness: a failure is a test failure"
 )]
 
+pub mod node_client;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -127,6 +129,8 @@ pub struct Server {
     pub admin_socket: PathBuf,
     pub trust_domain: String,
     extra_args: Vec<String>,
+    /// The node API address to bind: a free port at first, then the same one on restarts.
+    node_bind: Option<String>,
     log: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -156,6 +160,7 @@ impl Server {
             dir,
             trust_domain: trust_domain.to_owned(),
             extra_args: extra_args.iter().map(|s| (*s).to_owned()).collect(),
+            node_bind: None,
             log: PathBuf::new(),
             _tmp: Some(tmp),
         };
@@ -181,6 +186,8 @@ impl Server {
             .arg(self.dir.join("data"))
             .arg("--admin-socket")
             .arg(&self.admin_socket)
+            .arg("--bind")
+            .arg(self.node_bind.as_deref().unwrap_or("127.0.0.1:0"))
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -189,6 +196,10 @@ impl Server {
             .expect("start lanyard server");
         self.child = Some(child);
         self.wait_healthy();
+        // A restart keeps the node API's port, so that agents find the server again.
+        if self.node_bind.is_none() {
+            self.node_bind = Some(self.node_addr().to_string());
+        }
     }
 
     /// Waits until `lanyard server healthcheck` succeeds.
@@ -249,6 +260,25 @@ impl Server {
             .arg(child.id().to_string())
             .status();
         child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    /// The node API's address, as the server logged it (start it with `--bind 127.0.0.1:0`).
+    pub fn node_addr(&self) -> std::net::SocketAddr {
+        self.logged_addr("node API listening")
+    }
+
+    /// The `addr=` of the first log line containing `marker`.
+    pub fn logged_addr(&self, marker: &str) -> std::net::SocketAddr {
+        wait_for(marker, Duration::from_secs(30), || {
+            let log = self.log();
+            let line = log.lines().rev().find(|l| l.contains(marker))?;
+            line.split("addr=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
     }
 
     /// The server's log so far, for failure messages.

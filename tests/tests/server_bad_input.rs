@@ -251,6 +251,8 @@ fn a_second_server_cannot_take_a_live_admin_socket() {
         dir.path().to_str().unwrap(),
         "--admin-socket",
         server.admin_socket.to_str().unwrap(),
+        "--bind",
+        "127.0.0.1:0",
     ]);
     let line = out.err();
     assert!(line.contains("in use"), "{line}");

@@ -281,6 +281,7 @@ impl AdminService {
             .update_entry(entry)
             .await
             .map_err(store_status)?;
+        self.state.entries_changed().await;
         Ok(entry_to_proto(&stored))
     }
 
@@ -582,6 +583,10 @@ impl pb::admin_server::Admin for AdminService {
                 .delete_agent(&id)
                 .await
                 .map_err(store_status)?;
+            let _ = self.state.agent_revoked.send(crate::node::AgentRevoked {
+                spiffe_id: id,
+                reason: "evicted",
+            });
             self.state.refresh_gauges().await;
             Ok(pb::EvictAgentResponse {})
         })
@@ -600,6 +605,10 @@ impl pb::admin_server::Admin for AdminService {
                 .ban_agent(&id)
                 .await
                 .map_err(store_status)?;
+            let _ = self.state.agent_revoked.send(crate::node::AgentRevoked {
+                spiffe_id: id,
+                reason: "banned",
+            });
             Ok(agent_to_proto(&agent))
         })
         .await
@@ -634,6 +643,7 @@ impl pb::admin_server::Admin for AdminService {
                 )
                 .await
                 .map_err(store_status)?;
+            self.state.bundles_changed().await;
             Ok(bundle_to_proto(&bundle))
         })
         .await
@@ -680,6 +690,7 @@ impl pb::admin_server::Admin for AdminService {
                 .delete_bundle(&td)
                 .await
                 .map_err(store_status)?;
+            self.state.bundles_changed().await;
             Ok(pb::DeleteFederatedBundleResponse {})
         })
         .await

@@ -50,7 +50,10 @@ struct IndexState {
 
 impl EntryIndex {
     /// Loads every entry from the store.
-    pub(crate) async fn load(store: &dyn DataStore, server_id: SpiffeId) -> Result<Self, lanyard_store::Error> {
+    pub(crate) async fn load(
+        store: &dyn DataStore,
+        server_id: SpiffeId,
+    ) -> Result<Self, lanyard_store::Error> {
         let (updates, _) = broadcast::channel(BROADCAST_CAPACITY);
         let index = Self {
             server_id,
@@ -94,7 +97,11 @@ impl EntryIndex {
             }
             if let EntryChange::Put(entry) = change {
                 aliases_changed |= entry.parent_id() == &self.server_id;
-                state.by_parent.entry(entry.parent_id().clone()).or_default().insert(id.clone());
+                state
+                    .by_parent
+                    .entry(entry.parent_id().clone())
+                    .or_default()
+                    .insert(id.clone());
                 state.by_id.insert(id.clone(), entry);
             }
             changed.push(id);
@@ -120,7 +127,11 @@ impl EntryIndex {
 
     /// The parents whose entries `agent` may serve: its own ID and every node alias whose
     /// selectors the agent has.
-    pub(crate) fn parents_of(&self, agent: &SpiffeId, agent_selectors: &SelectorSet) -> BTreeSet<SpiffeId> {
+    pub(crate) fn parents_of(
+        &self,
+        agent: &SpiffeId,
+        agent_selectors: &SelectorSet,
+    ) -> BTreeSet<SpiffeId> {
         let state = self.read();
         let mut parents = BTreeSet::from([agent.clone()]);
         if let Some(aliases) = state.by_parent.get(&self.server_id) {
@@ -134,7 +145,10 @@ impl EntryIndex {
     }
 
     /// Every entry under `parents`, with the index's revision.
-    pub(crate) fn entries_under(&self, parents: &BTreeSet<SpiffeId>) -> (Vec<RegistrationEntry>, u64) {
+    pub(crate) fn entries_under(
+        &self,
+        parents: &BTreeSet<SpiffeId>,
+    ) -> (Vec<RegistrationEntry>, u64) {
         let state = self.read();
         let entries = parents
             .iter()
@@ -150,7 +164,11 @@ impl EntryIndex {
     }
 }
 
-fn remove_from_parent(by_parent: &mut HashMap<SpiffeId, BTreeSet<EntryId>>, parent: &SpiffeId, id: &EntryId) {
+fn remove_from_parent(
+    by_parent: &mut HashMap<SpiffeId, BTreeSet<EntryId>>,
+    parent: &SpiffeId,
+    id: &EntryId,
+) {
     if let Some(ids) = by_parent.get_mut(parent) {
         ids.remove(id);
         if ids.is_empty() {

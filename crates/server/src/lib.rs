@@ -124,7 +124,10 @@ pub async fn run_with_clock(
     let node_tls = node_listener::NodeTls::new(&authority.ca)?;
     let node_listener = tokio::net::TcpListener::bind(config.bind)
         .await
-        .map_err(|source| ServerError::NodeBind { addr: config.bind, source })?;
+        .map_err(|source| ServerError::NodeBind {
+            addr: config.bind,
+            source,
+        })?;
     if let Ok(addr) = node_listener.local_addr() {
         tracing::info!(%addr, "node API listening");
     }
@@ -173,16 +176,28 @@ pub async fn run_with_clock(
     let health = health_listener
         .map(|listener| tokio::spawn(http::serve(listener, state.clone(), stop_rx.clone())));
     let followers = tokio::spawn(follow_other_writers(state.clone(), stop_rx.clone()));
-    let tls_upkeep = tokio::spawn(node_listener::maintain_tls(state.clone(), node_tls.clone(), stop_rx.clone()));
-    let connections = node_listener::accept(node_listener, &node_tls, state.config.trust_domain.clone(), stop_rx.clone())?;
+    let tls_upkeep = tokio::spawn(node_listener::maintain_tls(
+        state.clone(),
+        node_tls.clone(),
+        stop_rx.clone(),
+    ));
+    let connections = node_listener::accept(
+        node_listener,
+        &node_tls,
+        state.config.trust_domain.clone(),
+        stop_rx.clone(),
+    )?;
     let mut node_stop = stop_rx.clone();
     let node_api = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
             .add_service(node::service(state.clone(), stop_rx.clone()))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(connections), async move {
-                let _ = node_stop.wait_for(|stop| *stop).await;
-            }),
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::ReceiverStream::new(connections),
+                async move {
+                    let _ = node_stop.wait_for(|stop| *stop).await;
+                },
+            ),
     );
 
     let mut admin_stop = stop_rx.clone();

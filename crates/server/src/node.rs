@@ -50,7 +50,10 @@ pub(crate) struct AgentRevoked {
     pub(crate) reason: &'static str,
 }
 
-pub(crate) fn service(state: Arc<ServerState>, stop: watch::Receiver<bool>) -> NodeServer<NodeService> {
+pub(crate) fn service(
+    state: Arc<ServerState>,
+    stop: watch::Receiver<bool>,
+) -> NodeServer<NodeService> {
     NodeServer::new(NodeService { state, stop })
         .max_decoding_message_size(MAX_MESSAGE_SIZE)
         .max_encoding_message_size(MAX_MESSAGE_SIZE)
@@ -69,9 +72,15 @@ fn peer<T>(request: &Request<T>) -> Option<&PeerInfo> {
 
 /// The agent ID a join token attests to when it was not made for a specific ID: derived from the
 /// token's hash, so it names the node without revealing the token.
-fn join_token_agent_id(trust_domain: &lanyard_core::TrustDomain, token: &str) -> Result<SpiffeId, Status> {
+fn join_token_agent_id(
+    trust_domain: &lanyard_core::TrustDomain,
+    token: &str,
+) -> Result<SpiffeId, Status> {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    let token_id: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let token_id: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     trust_domain
         .id_from_segments(&["lanyard", "agent", "join_token", &token_id])
         .map_err(|e| Status::internal(e.to_string()))
@@ -107,16 +116,29 @@ pub(crate) fn entry_to_node_proto(entry: &RegistrationEntry) -> pb::Entry {
 impl NodeService {
     /// The attested, unbanned agent on the other end of this call.
     async fn caller(&self, peer: Option<&PeerInfo>) -> Result<AttestedAgent, Status> {
-        let id = peer
-            .and_then(|p| p.spiffe_id.clone())
-            .ok_or_else(|| Status::unauthenticated("this call needs mTLS with an agent SVID; attest first"))?;
-        if !id.is_member_of(&self.state.config.trust_domain) || !id.path().starts_with(AGENT_PATH_PREFIX) {
-            return Err(Status::permission_denied(format!("{id} is not an agent of this trust domain")));
+        let id = peer.and_then(|p| p.spiffe_id.clone()).ok_or_else(|| {
+            Status::unauthenticated("this call needs mTLS with an agent SVID; attest first")
+        })?;
+        if !id.is_member_of(&self.state.config.trust_domain)
+            || !id.path().starts_with(AGENT_PATH_PREFIX)
+        {
+            return Err(Status::permission_denied(format!(
+                "{id} is not an agent of this trust domain"
+            )));
         }
-        let agent = self.state.store.get_agent(&id).await.map_err(store_status)?;
+        let agent = self
+            .state
+            .store
+            .get_agent(&id)
+            .await
+            .map_err(store_status)?;
         match agent {
-            None => Err(Status::permission_denied(format!("agent {id} is not attested (evicted?); attest again"))),
-            Some(agent) if agent.banned => Err(Status::permission_denied(format!("agent {id} is banned"))),
+            None => Err(Status::permission_denied(format!(
+                "agent {id} is not attested (evicted?); attest again"
+            ))),
+            Some(agent) if agent.banned => {
+                Err(Status::permission_denied(format!("agent {id} is banned")))
+            }
             Some(agent) => Ok(agent),
         }
     }
@@ -128,10 +150,19 @@ impl NodeService {
             "peer": peer.and_then(|p| p.addr).map(|a| a.to_string()),
             "reason": status.message(),
         });
-        if let Err(e) = self.state.store.append_event("agent.attestation_refused", &payload).await {
+        if let Err(e) = self
+            .state
+            .store
+            .append_event("agent.attestation_refused", &payload)
+            .await
+        {
             tracing::error!(error = %e, "cannot record a refused attestation");
         }
-        tracing::warn!(attestor, reason = status.message(), "node attestation refused");
+        tracing::warn!(
+            attestor,
+            reason = status.message(),
+            "node attestation refused"
+        );
         status
     }
 
@@ -143,12 +174,25 @@ impl NodeService {
         selectors: SelectorSet,
         csr: &[u8],
     ) -> Result<pb::AgentSvid, Status> {
-        let existing = self.state.store.get_agent(&agent_id).await.map_err(store_status)?;
+        let existing = self
+            .state
+            .store
+            .get_agent(&agent_id)
+            .await
+            .map_err(store_status)?;
         if existing.as_ref().is_some_and(|a| a.banned) {
-            return Err(Status::permission_denied(format!("agent {agent_id} is banned")));
+            return Err(Status::permission_denied(format!(
+                "agent {agent_id} is banned"
+            )));
         }
-        let request = X509SvidRequest::new(agent_id.clone()).with_ttl(self.state.config.agent_svid_ttl);
-        let svid = self.state.authority.ca.mint_x509_svid_from_csr(csr, &request).map_err(ca_status)?;
+        let request =
+            X509SvidRequest::new(agent_id.clone()).with_ttl(self.state.config.agent_svid_ttl);
+        let svid = self
+            .state
+            .authority
+            .ca
+            .mint_x509_svid_from_csr(csr, &request)
+            .map_err(ca_status)?;
         let info = AgentInfo {
             spiffe_id: agent_id.clone(),
             attestation_type: attestor.to_owned(),
@@ -162,7 +206,12 @@ impl NodeService {
         };
         stored.map_err(store_status)?;
         let payload = serde_json::json!({ "agent": agent_id.to_string(), "attestor": attestor });
-        if let Err(e) = self.state.store.append_event("agent.attested", &payload).await {
+        if let Err(e) = self
+            .state
+            .store
+            .append_event("agent.attested", &payload)
+            .await
+        {
             tracing::error!(error = %e, "cannot record an attestation");
         }
         self.state.refresh_gauges().await;
@@ -176,12 +225,20 @@ impl NodeService {
         })
     }
 
-    async fn attest_join_token(&self, params: &pb::AttestationParams) -> Result<(SpiffeId, SelectorSet), Status> {
+    async fn attest_join_token(
+        &self,
+        params: &pb::AttestationParams,
+    ) -> Result<(SpiffeId, SelectorSet), Status> {
         let token = std::str::from_utf8(&params.payload)
             .ok()
             .filter(|t| !t.is_empty() && t.len() <= 256)
             .ok_or_else(|| invalid("payload", "a join token is 1 to 256 bytes of text"))?;
-        let grant = self.state.store.consume_join_token(token).await.map_err(store_status)?;
+        let grant = self
+            .state
+            .store
+            .consume_join_token(token)
+            .await
+            .map_err(store_status)?;
         let td = &self.state.config.trust_domain;
         let agent_id = match grant.spiffe_id {
             Some(id) => id,
@@ -191,20 +248,29 @@ impl NodeService {
     }
 
     fn authorized_parents(&self, agent: &AttestedAgent) -> BTreeSet<SpiffeId> {
-        self.state.index.parents_of(&agent.spiffe_id, &agent.selectors)
+        self.state
+            .index
+            .parents_of(&agent.spiffe_id, &agent.selectors)
     }
 
     /// The entry `id` if `agent` may serve it now.
-    fn authorized_entry(&self, parents: &BTreeSet<SpiffeId>, id: &str) -> Result<RegistrationEntry, Status> {
+    fn authorized_entry(
+        &self,
+        parents: &BTreeSet<SpiffeId>,
+        id: &str,
+    ) -> Result<RegistrationEntry, Status> {
         let id = parse_entry_id(id)?;
         match self.state.index.get(&id) {
             Some(entry)
-                if parents.contains(entry.parent_id()) && !entry.is_expired(self.state.clock.now()) =>
+                if parents.contains(entry.parent_id())
+                    && !entry.is_expired(self.state.clock.now()) =>
             {
                 Ok(entry)
             }
             // Unknown and unauthorized look the same, so an agent learns nothing of others' entries.
-            _ => Err(Status::permission_denied(format!("entry `{id}` is not one this agent may serve"))),
+            _ => Err(Status::permission_denied(format!(
+                "entry `{id}` is not one this agent may serve"
+            ))),
         }
     }
 }
@@ -220,26 +286,39 @@ impl pb::node_server::Node for NodeService {
     ) -> Result<Response<Self::AttestAgentStream>, Status> {
         let peer = peer(&request).cloned();
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| invalid("params", "the stream ended before the attestation parameters"))?;
+        let first = inbound.message().await?.ok_or_else(|| {
+            invalid(
+                "params",
+                "the stream ended before the attestation parameters",
+            )
+        })?;
         let Some(pb::attest_agent_request::Step::Params(params)) = first.step else {
-            return Err(invalid("params", "the first message must carry the attestation parameters"));
+            return Err(invalid(
+                "params",
+                "the first message must carry the attestation parameters",
+            ));
         };
         if params.csr.is_empty() {
             return Err(invalid("csr", "a CSR for the agent SVID is required"));
         }
         let attested = match params.attestor.as_str() {
             "join_token" => self.attest_join_token(&params).await,
-            "x509pop" => Err(Status::unimplemented("the x509pop attestor is not enabled on this server")),
-            other => Err(invalid("attestor", format!("`{other}` is not known; use join_token or x509pop"))),
+            "x509pop" => Err(Status::unimplemented(
+                "the x509pop attestor is not enabled on this server",
+            )),
+            other => Err(invalid(
+                "attestor",
+                format!("`{other}` is not known; use join_token or x509pop"),
+            )),
         };
         let (agent_id, selectors) = match attested {
             Ok(v) => v,
             Err(status) => return Err(self.refuse(&params.attestor, peer.as_ref(), status).await),
         };
-        let svid = match self.admit(agent_id, &params.attestor, selectors, &params.csr).await {
+        let svid = match self
+            .admit(agent_id, &params.attestor, selectors, &params.csr)
+            .await
+        {
             Ok(svid) => svid,
             Err(status) => return Err(self.refuse(&params.attestor, peer.as_ref(), status).await),
         };
@@ -255,8 +334,14 @@ impl pb::node_server::Node for NodeService {
     ) -> Result<Response<pb::RenewAgentResponse>, Status> {
         let agent = self.caller(peer(&request)).await?;
         let csr = &request.get_ref().csr;
-        let svid_request = X509SvidRequest::new(agent.spiffe_id.clone()).with_ttl(self.state.config.agent_svid_ttl);
-        let svid = self.state.authority.ca.mint_x509_svid_from_csr(csr, &svid_request).map_err(ca_status)?;
+        let svid_request = X509SvidRequest::new(agent.spiffe_id.clone())
+            .with_ttl(self.state.config.agent_svid_ttl);
+        let svid = self
+            .state
+            .authority
+            .ca
+            .mint_x509_svid_from_csr(csr, &svid_request)
+            .map_err(ca_status)?;
         let info = AgentInfo {
             spiffe_id: agent.spiffe_id.clone(),
             attestation_type: agent.attestation_type.clone(),
@@ -264,7 +349,11 @@ impl pb::node_server::Node for NodeService {
             expires_at: svid.not_after,
             selectors: agent.selectors.clone(),
         };
-        self.state.store.update_agent(&info).await.map_err(store_status)?;
+        self.state
+            .store
+            .update_agent(&info)
+            .await
+            .map_err(store_status)?;
         Ok(Response::new(pb::RenewAgentResponse {
             svid: Some(pb::AgentSvid {
                 spiffe_id: agent.spiffe_id.to_string(),
@@ -299,23 +388,28 @@ impl pb::node_server::Node for NodeService {
         let agent = self.caller(peer(&request)).await?;
         let params = &request.get_ref().params;
         if params.len() > MAX_SVID_BATCH {
-            return Err(invalid("params", format!("at most {MAX_SVID_BATCH} per call, got {}", params.len())));
+            return Err(invalid(
+                "params",
+                format!("at most {MAX_SVID_BATCH} per call, got {}", params.len()),
+            ));
         }
         let parents = self.authorized_parents(&agent);
         let mut results = Vec::with_capacity(params.len());
         for param in params {
-            let minted = self.authorized_entry(&parents, &param.entry_id).and_then(|entry| {
-                let svid_request = X509SvidRequest {
-                    spiffe_id: entry.spiffe_id().clone(),
-                    dns_names: entry.dns_names().to_vec(),
-                    ttl: Some(entry.x509_svid_ttl()),
-                };
-                self.state
-                    .authority
-                    .ca
-                    .mint_x509_svid_from_csr(&param.csr, &svid_request)
-                    .map_err(ca_status)
-            });
+            let minted = self
+                .authorized_entry(&parents, &param.entry_id)
+                .and_then(|entry| {
+                    let svid_request = X509SvidRequest {
+                        spiffe_id: entry.spiffe_id().clone(),
+                        dns_names: entry.dns_names().to_vec(),
+                        ttl: Some(entry.x509_svid_ttl()),
+                    };
+                    self.state
+                        .authority
+                        .ca
+                        .mint_x509_svid_from_csr(&param.csr, &svid_request)
+                        .map_err(ca_status)
+                });
             results.push(match minted {
                 Ok(svid) => {
                     self.state
@@ -350,12 +444,20 @@ impl pb::node_server::Node for NodeService {
         let agent = self.caller(peer(&request)).await?;
         let request = request.into_inner();
         if request.audience.is_empty() || request.audience.iter().any(String::is_empty) {
-            return Err(invalid("audience", "at least one non-empty audience is required"));
+            return Err(invalid(
+                "audience",
+                "at least one non-empty audience is required",
+            ));
         }
         let entry = self.authorized_entry(&self.authorized_parents(&agent), &request.entry_id)?;
-        let svid_request =
-            JwtSvidRequest::new(entry.spiffe_id().clone(), request.audience).with_ttl(entry.jwt_svid_ttl());
-        let svid = self.state.authority.ca.mint_jwt_svid(&svid_request).map_err(ca_status)?;
+        let svid_request = JwtSvidRequest::new(entry.spiffe_id().clone(), request.audience)
+            .with_ttl(entry.jwt_svid_ttl());
+        let svid = self
+            .state
+            .authority
+            .ca
+            .mint_jwt_svid(&svid_request)
+            .map_err(ca_status)?;
         self.state
             .metrics
             .svids_signed
@@ -388,7 +490,10 @@ impl EntryStream {
         let mut updates = self.state.index.subscribe();
         let mut bundles = self.state.bundles.subscribe();
         let mut revoked = self.state.agent_revoked.subscribe();
-        let mut parents = self.state.index.parents_of(&self.agent.spiffe_id, &self.agent.selectors);
+        let mut parents = self
+            .state
+            .index
+            .parents_of(&self.agent.spiffe_id, &self.agent.selectors);
         let published = bundles.borrow_and_update().clone();
         let mut sent = match self.initial(since, &parents, &published).await {
             Ok(sent) => sent,
@@ -447,38 +552,59 @@ impl EntryStream {
         parents: &BTreeSet<SpiffeId>,
         bundles: &PublishedBundles,
     ) -> Result<HashMap<EntryId, u64>, Ended> {
-        if since > 0 && since <= self.state.index.revision() {
-            if let Ok(changes) = self.state.store.entry_changes_since(since, 0).await {
-                // A deleted entry may have been a node alias, which would change what this agent
-                // may serve beyond the listed ids: resync in full then, as after an alias change.
-                let alias_changed = changes.changes.iter().any(|c| match c {
-                    lanyard_store::EntryChange::Put(e) => e.parent_id() == &self.state.node_alias_parent,
-                    lanyard_store::EntryChange::Delete { .. } => true,
-                });
-                if !alias_changed {
-                    let (entries, _) = self.state.index.entries_under(parents);
-                    let sent: HashMap<EntryId, u64> = entries.iter().map(|e| (e.id().clone(), e.revision())).collect();
-                    let ids: Vec<EntryId> = changes.changes.iter().map(|c| c.entry_id().clone()).collect();
-                    let (puts, removed) = self.classify(&ids, parents);
-                    self.send_chunked(false, puts, removed, changes.current_revision.max(since), Some(bundles))
-                        .await?;
-                    return Ok(sent);
+        let resumable = since > 0 && since <= self.state.index.revision();
+        if resumable && let Ok(changes) = self.state.store.entry_changes_since(since, 0).await {
+            // A node alias that changed (or a deletion, which might have been one) can change
+            // what this agent may serve beyond the listed ids: resync in full then.
+            let alias_may_have_changed = changes.changes.iter().any(|c| match c {
+                lanyard_store::EntryChange::Put(e) => {
+                    e.parent_id() == &self.state.node_alias_parent
                 }
+                lanyard_store::EntryChange::Delete { .. } => true,
+            });
+            if !alias_may_have_changed {
+                let (entries, _) = self.state.index.entries_under(parents);
+                let held = entries
+                    .iter()
+                    .map(|e| (e.id().clone(), e.revision()))
+                    .collect();
+                let ids: Vec<EntryId> = changes
+                    .changes
+                    .iter()
+                    .map(|c| c.entry_id().clone())
+                    .collect();
+                let (puts, removed) = self.classify(&ids, parents);
+                let revision = changes.current_revision.max(since);
+                self.send_chunked(false, puts, removed, revision, Some(bundles))
+                    .await?;
+                return Ok(held);
             }
         }
         self.full(parents, Some(bundles)).await
     }
 
     /// Sends the whole authorized set, in chunks.
-    async fn full(&self, parents: &BTreeSet<SpiffeId>, bundles: Option<&PublishedBundles>) -> Result<HashMap<EntryId, u64>, Ended> {
+    async fn full(
+        &self,
+        parents: &BTreeSet<SpiffeId>,
+        bundles: Option<&PublishedBundles>,
+    ) -> Result<HashMap<EntryId, u64>, Ended> {
         let (entries, revision) = self.state.index.entries_under(parents);
-        let sent = entries.iter().map(|e| (e.id().clone(), e.revision())).collect();
-        self.send_chunked(true, entries, Vec::new(), revision, bundles).await?;
+        let sent = entries
+            .iter()
+            .map(|e| (e.id().clone(), e.revision()))
+            .collect();
+        self.send_chunked(true, entries, Vec::new(), revision, bundles)
+            .await?;
         Ok(sent)
     }
 
     /// Splits the changed ids into entries this agent may serve and ids it must drop.
-    fn classify(&self, ids: &[EntryId], parents: &BTreeSet<SpiffeId>) -> (Vec<RegistrationEntry>, Vec<EntryId>) {
+    fn classify(
+        &self,
+        ids: &[EntryId],
+        parents: &BTreeSet<SpiffeId>,
+    ) -> (Vec<RegistrationEntry>, Vec<EntryId>) {
         let mut puts = Vec::new();
         let mut removed = Vec::new();
         for id in ids {
@@ -497,7 +623,10 @@ impl EntryStream {
         sent: &mut HashMap<EntryId, u64>,
     ) -> Result<(), Ended> {
         if update.aliases_changed {
-            let now = self.state.index.parents_of(&self.agent.spiffe_id, &self.agent.selectors);
+            let now = self
+                .state
+                .index
+                .parents_of(&self.agent.spiffe_id, &self.agent.selectors);
             if &now != parents {
                 *parents = now;
                 *sent = self.full(parents, None).await?;
@@ -513,7 +642,8 @@ impl EntryStream {
         if puts.is_empty() && removed.is_empty() {
             return Ok(());
         }
-        self.send_chunked(false, puts, removed, update.revision, None).await
+        self.send_chunked(false, puts, removed, update.revision, None)
+            .await
     }
 
     async fn send_chunked(

@@ -67,12 +67,16 @@ impl NodeTls {
     fn renew(&self, ca: &lanyard_ca::Ca) -> Result<(), ServerError> {
         let id = server_id(ca.trust_domain());
         let (key, pkcs8) = PrivateKey::generate(KeyType::EcP256)?;
-        let svid = ca.mint_x509_svid(key.public_key_der(), &X509SvidRequest::new(id).with_ttl(SERVER_SVID_TTL))?;
+        let svid = ca.mint_x509_svid(
+            key.public_key_der(),
+            &X509SvidRequest::new(id).with_ttl(SERVER_SVID_TTL),
+        )?;
         self.svid
             .set(&svid.cert_chain, pkcs8.as_bytes())
             .map_err(|e| ServerError::State(format!("server SVID: {e}")))?;
         self.bundles.set([ca.bundle()].into_iter().collect());
-        *self.issued.lock().unwrap_or_else(|e| e.into_inner()) = Some((svid.authority_id, svid.not_after));
+        *self.issued.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((svid.authority_id, svid.not_after));
         Ok(())
     }
 
@@ -82,7 +86,10 @@ impl NodeTls {
         let active = ca
             .authorities()
             .into_iter()
-            .find(|a| a.kind == lanyard_ca::AuthorityKind::X509 && a.state == lanyard_ca::AuthorityState::Active)
+            .find(|a| {
+                a.kind == lanyard_ca::AuthorityKind::X509
+                    && a.state == lanyard_ca::AuthorityState::Active
+            })
             .map(|a| a.id);
         let due = match &*self.issued.lock().unwrap_or_else(|e| e.into_inner()) {
             Some((authority, not_after)) => {
@@ -103,11 +110,16 @@ impl NodeTls {
 pub(crate) fn server_id(td: &lanyard_core::TrustDomain) -> SpiffeId {
     // Both segments are fixed valid ASCII; the trust domain's own ID plus two short segments stays
     // far under the length limit.
-    td.id_from_segments(&["lanyard", "server"]).unwrap_or_else(|_| td.id())
+    td.id_from_segments(&["lanyard", "server"])
+        .unwrap_or_else(|_| td.id())
 }
 
 /// Keeps the server SVID and bundle current until `stop`.
-pub(crate) async fn maintain_tls(state: Arc<ServerState>, tls: NodeTls, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn maintain_tls(
+    state: Arc<ServerState>,
+    tls: NodeTls,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut interval = tokio::time::interval(SERVER_SVID_CHECK);
     loop {
         tokio::select! {
@@ -128,7 +140,9 @@ pub(crate) fn accept(
     trust_domain: lanyard_core::TrustDomain,
     mut stop: watch::Receiver<bool>,
 ) -> Result<mpsc::Receiver<io::Result<NodeConnection>>, ServerError> {
-    let verifier = SpiffeClientVerifier::new(tls.bundles.clone(), Authorizer::MemberOf(trust_domain)).optional();
+    let verifier =
+        SpiffeClientVerifier::new(tls.bundles.clone(), Authorizer::MemberOf(trust_domain))
+            .optional();
     let config = lanyard_tls::server_config(tls.svid.clone(), Some(verifier))
         .map_err(|e| ServerError::State(format!("node API TLS: {e}")))?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
@@ -150,14 +164,20 @@ pub(crate) fn accept(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let spiffe_id = stream.get_ref().1.peer_certificates().and_then(lanyard_tls::peer_spiffe_id);
+                        let spiffe_id = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(lanyard_tls::peer_spiffe_id);
                         let peer = PeerInfo {
                             spiffe_id,
                             addr: Some(addr),
                         };
                         let _ = tx.send(Ok(NodeConnection { stream, peer })).await;
                     }
-                    Ok(Err(e)) => tracing::debug!(%addr, error = %e, "node API: TLS handshake failed"),
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, error = %e, "node API: TLS handshake failed")
+                    }
                     Err(_) => tracing::debug!(%addr, "node API: TLS handshake timed out"),
                 }
             });
@@ -177,13 +197,21 @@ impl tonic::transport::server::Connected for NodeConnection {
 }
 
 impl AsyncRead for NodeConnection {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for NodeConnection {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
     }
 

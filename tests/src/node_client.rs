@@ -1,0 +1,131 @@
+//! A simulated agent: it speaks the node API to a real server the way an agent does (TLS that
+//! requires the server's SPIFFE ID, attestation, then mTLS with its agent SVID). Tests use it to
+//! probe the server's checks; load generators use it to play many agents from one process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+use lanyard_core::{Bundle, BundleSet, SpiffeId, TrustDomain};
+use lanyard_proto::node::{self as pb, node_client::NodeClient};
+use lanyard_tls::{Authorizer, BundleHandle, SpiffeServerVerifier, SvidHandle};
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
+
+/// A fresh P-256 key and a CSR for it.
+pub fn key_and_csr() -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let key = rcgen::KeyPair::generate()?;
+    let csr = rcgen::CertificateParams::default().serialize_request(&key)?;
+    Ok((key.serialize_der(), csr.der().to_vec()))
+}
+
+/// Connects to the node API at `addr`, trusting `bundle` and requiring the server's ID;
+/// presents `svid` as the client certificate if given.
+pub async fn connect(
+    addr: SocketAddr,
+    bundle: &Bundle,
+    svid: Option<SvidHandle>,
+) -> anyhow::Result<NodeClient<Channel>> {
+    let td = bundle.trust_domain().clone();
+    let server_id = td.id_from_segments(&["lanyard", "server"])?;
+    let bundles: BundleSet = [bundle.clone()].into_iter().collect();
+    let verifier =
+        SpiffeServerVerifier::new(BundleHandle::new(bundles), Authorizer::Exact(server_id));
+    let config = Arc::new(lanyard_tls::client_config(verifier, svid)?);
+    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let config = config.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await?;
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect("localhost".try_into().map_err(std::io::Error::other)?, tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await?;
+    Ok(NodeClient::new(channel))
+}
+
+/// An attested simulated agent.
+#[derive(Debug, Clone)]
+pub struct SimAgent {
+    pub addr: SocketAddr,
+    pub bundle: Bundle,
+    pub spiffe_id: SpiffeId,
+    pub svid: SvidHandle,
+    pub chain: Vec<Vec<u8>>,
+}
+
+impl SimAgent {
+    /// Attests with a join token.
+    pub async fn attest(
+        addr: SocketAddr,
+        bundle: &Bundle,
+        token: &str,
+    ) -> Result<Self, tonic::Status> {
+        let (key, csr) = key_and_csr().map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let svid = attest_join_token(addr, bundle, token, csr).await?;
+        let spiffe_id: SpiffeId = svid
+            .spiffe_id
+            .parse()
+            .map_err(|e: lanyard_core::IdError| tonic::Status::internal(e.to_string()))?;
+        let handle = SvidHandle::new(&svid.cert_chain, &key)
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        Ok(Self {
+            addr,
+            bundle: bundle.clone(),
+            spiffe_id,
+            svid: handle,
+            chain: svid.cert_chain,
+        })
+    }
+
+    /// A node API client authenticated with this agent's SVID.
+    pub async fn client(&self) -> anyhow::Result<NodeClient<Channel>> {
+        connect(self.addr, &self.bundle, Some(self.svid.clone())).await
+    }
+}
+
+/// Runs AttestAgent with a join token and returns the agent SVID.
+pub async fn attest_join_token(
+    addr: SocketAddr,
+    bundle: &Bundle,
+    token: &str,
+    csr: Vec<u8>,
+) -> Result<pb::AgentSvid, tonic::Status> {
+    let mut client = connect(addr, bundle, None)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let request = pb::AttestAgentRequest {
+        step: Some(pb::attest_agent_request::Step::Params(
+            pb::AttestationParams {
+                attestor: "join_token".to_owned(),
+                payload: token.as_bytes().to_vec(),
+                csr,
+            },
+        )),
+    };
+    let mut responses = client
+        .attest_agent(tokio_stream::iter([request]))
+        .await?
+        .into_inner();
+    let response = responses
+        .message()
+        .await?
+        .ok_or_else(|| tonic::Status::internal("no attestation result"))?;
+    match response.step {
+        Some(pb::attest_agent_response::Step::Result(svid)) => Ok(svid),
+        other => Err(tonic::Status::internal(format!(
+            "unexpected attestation step {other:?}"
+        ))),
+    }
+}
+
+/// Parses a bundle printed by `lanyard bundle show --format spiffe`.
+pub fn parse_bundle(trust_domain: &str, json: &str) -> anyhow::Result<Bundle> {
+    Ok(Bundle::parse_json(
+        TrustDomain::new(trust_domain)?,
+        json.as_bytes(),
+    )?)
+}
