@@ -387,11 +387,7 @@ impl AdminService {
             .ca
             .mint_x509_svid(key.public_key_der(), &svid_request)
             .map_err(ca_status)?;
-        self.state
-            .metrics
-            .svids_signed
-            .get_or_create(&crate::metrics::SvidKind { kind: "x509" })
-            .inc();
+        self.state.metrics.signed("x509");
         let bundle = self.state.authority.ca.bundle();
         Ok(pb::MintX509SvidResponse {
             chain: svid.cert_chain,
@@ -428,11 +424,7 @@ impl AdminService {
             .ca
             .mint_jwt_svid(&svid_request)
             .map_err(ca_status)?;
-        self.state
-            .metrics
-            .svids_signed
-            .get_or_create(&crate::metrics::SvidKind { kind: "jwt" })
-            .inc();
+        self.state.metrics.signed("jwt");
         Ok(pb::MintJwtSvidResponse {
             token: svid.token,
             expires_at: unix_seconds(svid.expires_at),

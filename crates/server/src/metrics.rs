@@ -82,6 +82,11 @@ impl Metrics {
         (metrics, registry)
     }
 
+    /// Counts one SVID signed; `kind` is `x509` or `jwt`.
+    pub(crate) fn signed(&self, kind: &'static str) {
+        self.svids_signed.get_or_create(&SvidKind { kind }).inc();
+    }
+
     /// Records one finished RPC.
     pub(crate) fn observe_rpc(&self, method: &str, code: tonic::Code, seconds: f64) {
         self.rpc_requests

@@ -412,11 +412,7 @@ impl pb::node_server::Node for NodeService {
                 });
             results.push(match minted {
                 Ok(svid) => {
-                    self.state
-                        .metrics
-                        .svids_signed
-                        .get_or_create(&crate::metrics::SvidKind { kind: "x509" })
-                        .inc();
+                    self.state.metrics.signed("x509");
                     pb::X509SvidResult {
                         entry_id: param.entry_id.clone(),
                         code: 0,
@@ -458,11 +454,7 @@ impl pb::node_server::Node for NodeService {
             .ca
             .mint_jwt_svid(&svid_request)
             .map_err(ca_status)?;
-        self.state
-            .metrics
-            .svids_signed
-            .get_or_create(&crate::metrics::SvidKind { kind: "jwt" })
-            .inc();
+        self.state.metrics.signed("jwt");
         Ok(Response::new(pb::NewJwtSvidResponse {
             token: svid.token,
             issued_at: unix_seconds(svid.issued_at),
