@@ -129,3 +129,71 @@ pub fn parse_bundle(trust_domain: &str, json: &str) -> anyhow::Result<Bundle> {
         json.as_bytes(),
     )?)
 }
+
+/// Runs AttestAgent with x509pop: sends the chain, signs the server's challenge with `key`
+/// (PKCS#8 DER), returns the agent SVID.
+pub async fn attest_x509pop(
+    addr: SocketAddr,
+    bundle: &Bundle,
+    chain: Vec<Vec<u8>>,
+    key_pkcs8: &[u8],
+    csr: Vec<u8>,
+) -> Result<pb::AgentSvid, tonic::Status> {
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key_pkcs8.to_vec().into());
+    let signer = lanyard_attestation::X509PopClient::new(chain.clone(), &key)
+        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    attest_x509pop_signed_by(addr, bundle, chain, &signer, csr).await
+}
+
+/// Like [`attest_x509pop`], but sends `chain` while answering the challenge with `signer`,
+/// which may hold another certificate: what a forger would try.
+pub async fn attest_x509pop_signed_by(
+    addr: SocketAddr,
+    bundle: &Bundle,
+    chain: Vec<Vec<u8>>,
+    signer: &lanyard_attestation::X509PopClient,
+    csr: Vec<u8>,
+) -> Result<pb::AgentSvid, tonic::Status> {
+    let internal = |e: &dyn std::fmt::Display| tonic::Status::internal(e.to_string());
+    let mut client = connect(addr, bundle, None)
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let params = pb::AttestAgentRequest {
+        step: Some(pb::attest_agent_request::Step::Params(
+            pb::AttestationParams {
+                attestor: "x509pop".to_owned(),
+                payload: chain.concat(),
+                csr,
+            },
+        )),
+    };
+    tx.send(params).await.map_err(|e| internal(&e))?;
+    let mut responses = client
+        .attest_agent(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    loop {
+        let message = responses
+            .message()
+            .await?
+            .ok_or_else(|| tonic::Status::internal("no attestation result"))?;
+        match message.step {
+            Some(pb::attest_agent_response::Step::Challenge(nonce)) => {
+                let nonce = nonce
+                    .try_into()
+                    .map_err(|_| tonic::Status::internal("challenge of the wrong size"))?;
+                let challenge = lanyard_attestation::X509PopChallenge { nonce };
+                let answer = signer.respond(&challenge).map_err(|e| internal(&e))?;
+                let reply = pb::AttestAgentRequest {
+                    step: Some(pb::attest_agent_request::Step::ChallengeResponse(
+                        answer.signature,
+                    )),
+                };
+                tx.send(reply).await.map_err(|e| internal(&e))?;
+            }
+            Some(pb::attest_agent_response::Step::Result(svid)) => return Ok(svid),
+            None => return Err(tonic::Status::internal("an empty attestation message")),
+        }
+    }
+}

@@ -273,7 +273,7 @@ async fn attestation_refuses_used_unknown_and_expired_tokens() {
         .await
         .unwrap_err();
     assert_eq!(used.code(), Code::PermissionDenied);
-    assert!(used.message().contains("already used"), "{used:?}");
+    assert!(used.message().contains("already been used"), "{used:?}");
 
     let unknown = attest_join_token(
         addr,
@@ -284,7 +284,7 @@ async fn attestation_refuses_used_unknown_and_expired_tokens() {
     .await
     .unwrap_err();
     assert_eq!(unknown.code(), Code::PermissionDenied);
-    assert!(unknown.message().contains("not found"), "{unknown:?}");
+    assert!(unknown.message().contains("not known"), "{unknown:?}");
 
     let expiring = token(&server, &["--ttl", "1s"]);
     let made = SystemTime::now();

@@ -197,22 +197,25 @@ fn join_tokens_are_generated() {
             "token",
             "generate",
             "--spiffe-id",
-            "spiffe://example.org/node/1",
+            "spiffe://example.org/lanyard/agent/node/1",
             "--output",
             "json",
         ])
         .json();
-    assert_eq!(bound["spiffe_id"], "spiffe://example.org/node/1");
-    let err = server
-        .cli(&[
-            "token",
-            "generate",
-            "--spiffe-id",
-            "spiffe://other.org/node",
-        ])
-        .err()
-        .to_owned();
-    assert!(err.contains("spiffe_id"), "{err}");
+    assert_eq!(
+        bound["spiffe_id"],
+        "spiffe://example.org/lanyard/agent/node/1"
+    );
+    for bad in [
+        "spiffe://other.org/lanyard/agent/x",
+        "spiffe://example.org/web",
+    ] {
+        let err = server
+            .cli(&["token", "generate", "--spiffe-id", bad])
+            .err()
+            .to_owned();
+        assert!(err.contains("an agent ID must be"), "{err}");
+    }
 }
 
 #[test]

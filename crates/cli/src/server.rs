@@ -39,6 +39,9 @@ pub(crate) struct ServerRunArgs {
     /// Lifetime of each CA certificate and JWT signing key (default 24h).
     #[arg(long)]
     ca_ttl: Option<HumanDuration>,
+    /// Turn on x509pop node attestation: agents prove a key certified by a CA in this PEM file.
+    #[arg(long)]
+    x509pop_ca: Option<PathBuf>,
 }
 
 /// The TOML file. Unknown keys are refused, so a typo is an error rather than a silent default.
@@ -52,6 +55,8 @@ struct ServerFile {
     datastore: Option<String>,
     health_bind: Option<SocketAddr>,
     join_token_ttl: Option<String>,
+    agent_svid_ttl: Option<String>,
+    x509pop_ca: Option<PathBuf>,
     #[serde(default)]
     ca: CaFile,
     upstream_authority: Option<UpstreamFile>,
@@ -128,6 +133,16 @@ impl ServerRunArgs {
         config.datastore = self.datastore.or(file.datastore);
         if let Some(ttl) = duration("join_token_ttl", file.join_token_ttl.as_ref())? {
             config.join_token_ttl = ttl;
+        }
+        if let Some(ttl) = duration("agent_svid_ttl", file.agent_svid_ttl.as_ref())? {
+            config.agent_svid_ttl = ttl;
+        }
+        if let Some(path) = self.x509pop_ca.or(file.x509pop_ca) {
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("x509pop_ca: cannot read {}", path.display()))?;
+            let roots = lanyard_attestation::X509PopConfig::roots_from_pem(&pem)
+                .with_context(|| format!("x509pop_ca: {}", path.display()))?;
+            config.x509pop_roots = Some(roots);
         }
         let ca = &mut config.ca;
         if let Some(ttl) = self.ca_ttl.map(HumanDuration::get) {

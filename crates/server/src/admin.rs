@@ -339,10 +339,15 @@ impl AdminService {
             None
         } else {
             let id = parse_id("spiffe_id", &request.spiffe_id)?;
-            if !id.is_member_of(self.trust_domain()) || id.is_trust_domain_id() {
+            // Agents live under one path, so no token can make a workload's ID an agent's.
+            let prefix = crate::node::AGENT_PATH_PREFIX;
+            if !id.is_member_of(self.trust_domain()) || !id.path().starts_with(prefix) {
                 return Err(invalid(
                     "spiffe_id",
-                    format!("must be an ID with a path in {}", self.trust_domain()),
+                    format!(
+                        "an agent ID must be spiffe://{}{prefix}…",
+                        self.trust_domain()
+                    ),
                 ));
             }
             Some(id)

@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub join_token_ttl: Duration,
     /// Lifetime of agent SVIDs (SPIRE's default: 1 hour).
     pub agent_svid_ttl: Duration,
+    /// CA certificates (DER) that agent certificates must chain to for x509pop attestation;
+    /// `None` turns the attestor off.
+    pub x509pop_roots: Option<Vec<Vec<u8>>>,
 }
 
 /// How the CA is run.
@@ -85,6 +88,7 @@ impl ServerConfig {
             ca: CaSettings::default(),
             join_token_ttl: Duration::from_secs(600),
             agent_svid_ttl: Duration::from_secs(3600),
+            x509pop_roots: None,
         }
     }
 

@@ -95,6 +95,8 @@ pub(crate) struct ServerState {
     pub(crate) bundles: watch::Sender<PublishedBundles>,
     /// Bans and evictions, which end the agent's open streams.
     pub(crate) agent_revoked: broadcast::Sender<AgentRevoked>,
+    /// The x509pop node attestor, if the server trusts a CA for agent certificates.
+    pub(crate) x509pop: Option<lanyard_attestation::X509PopVerifier>,
 }
 
 /// Runs the server until `shutdown` completes, then stops accepting requests, lets in-flight ones
@@ -151,6 +153,16 @@ pub async fn run_with_clock(
 
     let bundles = watch::Sender::new(published_bundles(&authority, &*store).await?);
     let (agent_revoked, _) = broadcast::channel(256);
+    let x509pop = match &config.x509pop_roots {
+        Some(roots) => Some(
+            lanyard_attestation::X509PopVerifier::new(
+                lanyard_attestation::X509PopConfig::new(config.trust_domain.clone(), roots.clone()),
+                clock.clone(),
+            )
+            .map_err(|e| ServerError::State(format!("x509pop: {e}")))?,
+        ),
+        None => None,
+    };
     let state = Arc::new(ServerState {
         config,
         store,
@@ -162,6 +174,7 @@ pub async fn run_with_clock(
         node_alias_parent,
         bundles,
         agent_revoked,
+        x509pop,
     });
     state.refresh_gauges().await;
     tracing::info!(

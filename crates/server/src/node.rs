@@ -10,10 +10,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 
+use lanyard_attestation::{
+    AttestedNode, JoinToken, JoinTokenAttestationData, JoinTokenError, JoinTokenVerifier,
+    X509PopAttestationData, X509PopPending, X509PopResponse,
+};
 use lanyard_ca::{JwtSvidRequest, X509SvidRequest};
-use lanyard_core::{EntryId, RegistrationEntry, SelectorSet, SpiffeId};
+use lanyard_core::{EntryId, RegistrationEntry, SpiffeId};
 use lanyard_proto::node::{self as pb, node_server::NodeServer};
-use lanyard_store::{AgentInfo, AttestedAgent};
+use lanyard_store::{AgentInfo, AttestedAgent, DataStore};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,7 +36,7 @@ const MAX_SVID_BATCH: usize = 1000;
 /// Largest node API message.
 const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 /// The path prefix of agent IDs.
-const AGENT_PATH_PREFIX: &str = "/lanyard/agent/";
+pub(crate) const AGENT_PATH_PREFIX: &str = "/lanyard/agent/";
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -41,6 +45,32 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub(crate) struct PublishedBundles {
     pub(crate) own: String,
     pub(crate) federated: std::collections::BTreeMap<String, String>,
+}
+
+/// Join tokens are consumed in the datastore: one atomic statement, so a token works once.
+struct StoreTokens<'a>(&'a dyn DataStore);
+
+impl lanyard_attestation::TokenConsumer for StoreTokens<'_> {
+    async fn consume(
+        &self,
+        token: &JoinToken,
+    ) -> Result<lanyard_attestation::ConsumedToken, lanyard_attestation::ConsumeError> {
+        use lanyard_attestation::ConsumeError;
+        match self.0.consume_join_token(token.expose_secret()).await {
+            Ok(grant) => Ok(lanyard_attestation::ConsumedToken {
+                spiffe_id: grant.spiffe_id,
+            }),
+            Err(lanyard_store::Error::JoinTokenNotFound) => Err(ConsumeError::Unknown),
+            Err(lanyard_store::Error::JoinTokenUsed) => Err(ConsumeError::AlreadyUsed),
+            Err(lanyard_store::Error::JoinTokenExpired) => Err(ConsumeError::Expired),
+            Err(e) => {
+                tracing::error!(error = ?e, "cannot consume a join token");
+                Err(ConsumeError::Store {
+                    reason: "the datastore failed".to_owned(),
+                })
+            }
+        }
+    }
 }
 
 /// Something happened to an agent that must end its streams.
@@ -68,22 +98,6 @@ pub(crate) struct NodeService {
 
 fn peer<T>(request: &Request<T>) -> Option<&PeerInfo> {
     request.extensions().get::<PeerInfo>()
-}
-
-/// The agent ID a join token attests to when it was not made for a specific ID: derived from the
-/// token's hash, so it names the node without revealing the token.
-fn join_token_agent_id(
-    trust_domain: &lanyard_core::TrustDomain,
-    token: &str,
-) -> Result<SpiffeId, Status> {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    let token_id: String = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    trust_domain
-        .id_from_segments(&["lanyard", "agent", "join_token", &token_id])
-        .map_err(|e| Status::internal(e.to_string()))
 }
 
 fn serial_of(leaf_der: &[u8]) -> String {
@@ -166,14 +180,86 @@ impl NodeService {
         status
     }
 
-    /// Mints the agent SVID and records the agent, after an attestor vouched for `agent_id`.
-    async fn admit(
+    /// x509pop: verify the chain, send a fresh challenge, and admit the agent once it answers.
+    /// The answer comes on the same stream, so the rest runs in a task feeding the response.
+    async fn attest_x509pop(
         &self,
-        agent_id: SpiffeId,
-        attestor: &str,
-        selectors: SelectorSet,
-        csr: &[u8],
-    ) -> Result<pb::AgentSvid, Status> {
+        params: pb::AttestationParams,
+        mut inbound: Streaming<pb::AttestAgentRequest>,
+        peer: Option<PeerInfo>,
+    ) -> Result<Response<BoxStream<pb::AttestAgentResponse>>, Status> {
+        let pending = match self.begin_x509pop(&params) {
+            Ok(pending) => pending,
+            Err(status) => return Err(self.refuse("x509pop", peer.as_ref(), status).await),
+        };
+        let (tx, rx) = mpsc::channel(2);
+        let challenge = pb::AttestAgentResponse {
+            step: Some(pb::attest_agent_response::Step::Challenge(
+                pending.challenge().nonce.to_vec(),
+            )),
+        };
+        // The channel is new and has room for two: this neither waits nor fails.
+        let _ = tx.try_send(Ok(challenge));
+        let service = Self {
+            state: self.state.clone(),
+            stop: self.stop.clone(),
+        };
+        tokio::spawn(async move {
+            let result = async {
+                let answer = inbound.message().await?.ok_or_else(|| {
+                    invalid("challenge_response", "the stream ended before the answer")
+                })?;
+                let Some(pb::attest_agent_request::Step::ChallengeResponse(signature)) =
+                    answer.step
+                else {
+                    return Err(invalid(
+                        "challenge_response",
+                        "the second message must answer the challenge",
+                    ));
+                };
+                let response = X509PopResponse {
+                    nonce: pending.challenge().nonce,
+                    signature,
+                };
+                let node = pending
+                    .finish(&response)
+                    .map_err(|e| Status::permission_denied(e.to_string()))?;
+                service.admit(node, &params.csr).await
+            }
+            .await;
+            let message = match result {
+                Ok(svid) => Ok(pb::AttestAgentResponse {
+                    step: Some(pb::attest_agent_response::Step::Result(svid)),
+                }),
+                Err(status) => Err(service.refuse("x509pop", peer.as_ref(), status).await),
+            };
+            let _ = tx.send(message).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    fn begin_x509pop(&self, params: &pb::AttestationParams) -> Result<X509PopPending, Status> {
+        let verifier = self.state.x509pop.as_ref().ok_or_else(|| {
+            Status::unimplemented("the x509pop attestor is not enabled on this server")
+        })?;
+        let chain = lanyard_core::X509Authority::parse_concatenated_der(&params.payload)
+            .map_err(|e| invalid("payload", format!("the x509pop certificate chain: {e}")))?
+            .into_iter()
+            .map(|c| c.der().to_vec())
+            .collect();
+        verifier
+            .begin(&X509PopAttestationData { chain })
+            .map_err(|e| Status::permission_denied(e.to_string()))
+    }
+
+    /// Mints the agent SVID and records the agent, after an attestor vouched for it.
+    async fn admit(&self, node: AttestedNode, csr: &[u8]) -> Result<pb::AgentSvid, Status> {
+        let AttestedNode {
+            agent_id,
+            selectors,
+            attestor,
+            ..
+        } = node;
         let existing = self
             .state
             .store
@@ -228,23 +314,20 @@ impl NodeService {
     async fn attest_join_token(
         &self,
         params: &pb::AttestationParams,
-    ) -> Result<(SpiffeId, SelectorSet), Status> {
-        let token = std::str::from_utf8(&params.payload)
-            .ok()
-            .filter(|t| !t.is_empty() && t.len() <= 256)
-            .ok_or_else(|| invalid("payload", "a join token is 1 to 256 bytes of text"))?;
-        let grant = self
-            .state
-            .store
-            .consume_join_token(token)
+    ) -> Result<AttestedNode, Status> {
+        let token = String::from_utf8(params.payload.clone())
+            .map_err(|_| invalid("payload", "a join token is text"))?;
+        let data = JoinTokenAttestationData { token };
+        JoinTokenVerifier::new(self.state.config.trust_domain.clone())
+            .verify(&data, &StoreTokens(&*self.state.store))
             .await
-            .map_err(store_status)?;
-        let td = &self.state.config.trust_domain;
-        let agent_id = match grant.spiffe_id {
-            Some(id) => id,
-            None => join_token_agent_id(td, token)?,
-        };
-        Ok((agent_id, SelectorSet::new()))
+            .map_err(|e| match e {
+                JoinTokenError::Empty
+                | JoinTokenError::TooLong { .. }
+                | JoinTokenError::BadChar => invalid("payload", e),
+                JoinTokenError::Store { .. } => Status::unavailable(e.to_string()),
+                _ => Status::permission_denied(e.to_string()),
+            })
     }
 
     fn authorized_parents(&self, agent: &AttestedAgent) -> BTreeSet<SpiffeId> {
@@ -301,31 +384,32 @@ impl pb::node_server::Node for NodeService {
         if params.csr.is_empty() {
             return Err(invalid("csr", "a CSR for the agent SVID is required"));
         }
-        let attested = match params.attestor.as_str() {
-            "join_token" => self.attest_join_token(&params).await,
-            "x509pop" => Err(Status::unimplemented(
-                "the x509pop attestor is not enabled on this server",
-            )),
-            other => Err(invalid(
-                "attestor",
-                format!("`{other}` is not known; use join_token or x509pop"),
-            )),
-        };
-        let (agent_id, selectors) = match attested {
-            Ok(v) => v,
-            Err(status) => return Err(self.refuse(&params.attestor, peer.as_ref(), status).await),
-        };
-        let svid = match self
-            .admit(agent_id, &params.attestor, selectors, &params.csr)
-            .await
-        {
-            Ok(svid) => svid,
-            Err(status) => return Err(self.refuse(&params.attestor, peer.as_ref(), status).await),
-        };
-        let response = pb::AttestAgentResponse {
-            step: Some(pb::attest_agent_response::Step::Result(svid)),
-        };
-        Ok(Response::new(Box::pin(tokio_stream::once(Ok(response)))))
+        match params.attestor.as_str() {
+            "join_token" => {
+                let result = match self.attest_join_token(&params).await {
+                    Ok(node) => self.admit(node, &params.csr).await,
+                    Err(status) => Err(status),
+                };
+                let svid = match result {
+                    Ok(svid) => svid,
+                    Err(status) => {
+                        return Err(self.refuse(&params.attestor, peer.as_ref(), status).await);
+                    }
+                };
+                let response = pb::AttestAgentResponse {
+                    step: Some(pb::attest_agent_response::Step::Result(svid)),
+                };
+                Ok(Response::new(Box::pin(tokio_stream::once(Ok(response)))))
+            }
+            "x509pop" => self.attest_x509pop(params, inbound, peer).await,
+            other => {
+                let status = invalid(
+                    "attestor",
+                    format!("`{other}` is not known; use join_token or x509pop"),
+                );
+                Err(self.refuse(other, peer.as_ref(), status).await)
+            }
+        }
     }
 
     async fn renew_agent(

@@ -1,0 +1,217 @@
+//! x509pop node attestation against a real server: agents prove a key certified by a CA the
+//! server was told to trust, and their certificate's facts become selectors for node aliases.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::time::Duration;
+
+use lanyard_e2e::Server;
+use lanyard_e2e::node_client::{
+    SimAgent, attest_x509pop, attest_x509pop_signed_by, key_and_csr, parse_bundle,
+};
+use lanyard_proto::node as pb;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use tonic::Code;
+
+struct NodeCa {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+impl NodeCa {
+    fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A node certificate with common name `cn`; returns (chain DER, key PKCS#8 DER).
+    fn node(&self, cn: &str) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (vec![cert.der().to_vec()], key.serialize_der())
+    }
+}
+
+async fn next(stream: &mut tonic::Streaming<pb::SyncEntriesResponse>) -> pb::SyncEntriesResponse {
+    tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn x509pop_agents_attest_reattest_and_match_node_aliases() {
+    let ca = NodeCa::new("node provisioning CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("nodes.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let server = Server::start_with(&["--x509pop-ca", ca_path.to_str().unwrap()]);
+    let addr = server.node_addr();
+    let bundle = parse_bundle(
+        "example.org",
+        server.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
+    )
+    .unwrap();
+
+    let (chain, key) = ca.node("node-1");
+    let (_, csr) = key_and_csr().unwrap();
+    let svid = attest_x509pop(addr, &bundle, chain.clone(), &key, csr)
+        .await
+        .unwrap();
+    assert!(
+        svid.spiffe_id
+            .starts_with("spiffe://example.org/lanyard/agent/x509pop/"),
+        "{}",
+        svid.spiffe_id
+    );
+    assert!(
+        svid.selectors
+            .contains(&"x509pop:subject:cn:node-1".to_owned()),
+        "{:?}",
+        svid.selectors
+    );
+
+    // The same node may attest again and keeps its ID.
+    let (_, csr) = key_and_csr().unwrap();
+    let again = attest_x509pop(addr, &bundle, chain.clone(), &key, csr)
+        .await
+        .unwrap();
+    assert_eq!(again.spiffe_id, svid.spiffe_id);
+
+    // A node alias matching the certificate's CN brings its entries to the agent.
+    let alias = "spiffe://example.org/nodes/cn-node-1";
+    server
+        .cli(&[
+            "entry",
+            "create",
+            "--parent-id",
+            "spiffe://example.org/lanyard/server",
+            "--spiffe-id",
+            alias,
+            "--selector",
+            "x509pop:subject:cn:node-1",
+        ])
+        .ok();
+    server
+        .cli(&[
+            "entry",
+            "create",
+            "--parent-id",
+            alias,
+            "--spiffe-id",
+            "spiffe://example.org/daemonset",
+            "--selector",
+            "unix:uid:0",
+        ])
+        .ok();
+    let (agent_key, csr) = key_and_csr().unwrap();
+    let third = attest_x509pop(addr, &bundle, chain.clone(), &key, csr)
+        .await
+        .unwrap();
+    let agent = SimAgent {
+        addr,
+        bundle: bundle.clone(),
+        spiffe_id: third.spiffe_id.parse().unwrap(),
+        svid: lanyard_tls::SvidHandle::new(&third.cert_chain, &agent_key).unwrap(),
+        chain: third.cert_chain.clone(),
+    };
+    let mut client = agent.client().await.unwrap();
+    let mut stream = client
+        .sync_entries(pb::SyncEntriesRequest { since_revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut stream).await;
+    let ids: Vec<&str> = first.entries.iter().map(|e| e.spiffe_id.as_str()).collect();
+    assert_eq!(ids, ["spiffe://example.org/daemonset"]);
+
+    // A later entry under the alias is pushed too.
+    server
+        .cli(&[
+            "entry",
+            "create",
+            "--parent-id",
+            alias,
+            "--spiffe-id",
+            "spiffe://example.org/logs",
+            "--selector",
+            "unix:uid:1",
+        ])
+        .ok();
+    let pushed = next(&mut stream).await;
+    assert_eq!(pushed.entries[0].spiffe_id, "spiffe://example.org/logs");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_x509pop_attempts_are_refused() {
+    let ca = NodeCa::new("node provisioning CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("nodes.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let server = Server::start_with(&["--x509pop-ca", ca_path.to_str().unwrap()]);
+    let addr = server.node_addr();
+    let bundle = parse_bundle(
+        "example.org",
+        server.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
+    )
+    .unwrap();
+
+    // A certificate from a CA the server does not trust, even one with the same name.
+    let impostor = NodeCa::new("node provisioning CA");
+    let (chain, key) = impostor.node("node-1");
+    let (_, csr) = key_and_csr().unwrap();
+    let status = attest_x509pop(addr, &bundle, chain, &key, csr.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    // A trusted certificate, but the challenge signed with another node's key.
+    let (chain, _) = ca.node("node-2");
+    let (other_chain, other_key) = ca.node("node-3");
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(other_key.into());
+    let other = lanyard_attestation::X509PopClient::new(other_chain, &key).unwrap();
+    let status = attest_x509pop_signed_by(addr, &bundle, chain, &other, csr.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    // Garbage instead of a chain.
+    let status = attest_x509pop(
+        addr,
+        &bundle,
+        vec![b"not a certificate".to_vec()],
+        &key_and_csr().unwrap().0,
+        csr.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(status.code(), Code::InvalidArgument | Code::Internal),
+        "{status:?}"
+    );
+
+    // A server without x509pop configured says so.
+    let plain = Server::start();
+    let plain_bundle = parse_bundle(
+        "example.org",
+        plain.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
+    )
+    .unwrap();
+    let (chain, key) = ca.node("node-4");
+    let status = attest_x509pop(plain.node_addr(), &plain_bundle, chain, &key, csr)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+}
