@@ -14,6 +14,7 @@
 
 pub mod bundle;
 pub mod clock;
+pub mod endpoint;
 pub mod entry;
 pub mod id;
 pub mod jwt;
@@ -23,6 +24,7 @@ pub mod x509;
 pub use bundle::{Bundle, BundleSet, JwtAuthority, X509Authority};
 pub use bundle::{BundleError, JwtKeyType};
 pub use clock::{Clock, SharedClock, SystemClock};
+pub use endpoint::{ENDPOINT_SOCKET_ENV, EndpointAddress, EndpointError};
 pub use entry::{DnsName, DnsNameError, EntryError, EntryId, EntrySpec, RegistrationEntry};
 pub use id::{IdError, SpiffeId, TrustDomain};
 pub use jwt::{JwtAlgorithm, JwtSvidError, VerifiedJwtSvid, verify_jwt_svid};
