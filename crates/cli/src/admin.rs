@@ -130,21 +130,30 @@ pub(crate) enum TokenCommand {
 #[derive(Debug, Subcommand)]
 pub(crate) enum AgentAdminCommand {
     /// List attested agents.
-    List,
+    List {
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
     /// Show one agent.
     Show {
         #[arg(long)]
         spiffe_id: SpiffeId,
+        #[command(flatten)]
+        opts: AdminOpts,
     },
     /// Forget an agent: it must attest again.
     Evict {
         #[arg(long)]
         spiffe_id: SpiffeId,
+        #[command(flatten)]
+        opts: AdminOpts,
     },
     /// Ban an agent: it cannot attest again until evicted.
     Ban {
         #[arg(long)]
         spiffe_id: SpiffeId,
+        #[command(flatten)]
+        opts: AdminOpts,
     },
 }
 
@@ -492,10 +501,17 @@ fn print_agents(agents: &[pb::Agent], output: OutputFormat) -> anyhow::Result<()
     Ok(())
 }
 
-pub(crate) async fn agent(command: AgentAdminCommand, opts: &AdminOpts) -> anyhow::Result<()> {
+pub(crate) async fn agent(command: AgentAdminCommand) -> anyhow::Result<()> {
+    let opts = match &command {
+        AgentAdminCommand::List { opts }
+        | AgentAdminCommand::Show { opts, .. }
+        | AgentAdminCommand::Evict { opts, .. }
+        | AgentAdminCommand::Ban { opts, .. } => opts.clone(),
+    };
+    let opts = &opts;
     let mut client = client(opts).await?;
     match command {
-        AgentAdminCommand::List => {
+        AgentAdminCommand::List { .. } => {
             let mut agents = Vec::new();
             let mut page_token = String::new();
             loop {
@@ -516,7 +532,7 @@ pub(crate) async fn agent(command: AgentAdminCommand, opts: &AdminOpts) -> anyho
             }
             print_agents(&agents, opts.output)
         }
-        AgentAdminCommand::Show { spiffe_id } => {
+        AgentAdminCommand::Show { spiffe_id, .. } => {
             let request = pb::GetAgentRequest {
                 spiffe_id: spiffe_id.to_string(),
             };
@@ -527,7 +543,7 @@ pub(crate) async fn agent(command: AgentAdminCommand, opts: &AdminOpts) -> anyho
                 .into_inner();
             print_agents(&[agent], opts.output)
         }
-        AgentAdminCommand::Evict { spiffe_id } => {
+        AgentAdminCommand::Evict { spiffe_id, .. } => {
             let request = pb::EvictAgentRequest {
                 spiffe_id: spiffe_id.to_string(),
             };
@@ -535,7 +551,7 @@ pub(crate) async fn agent(command: AgentAdminCommand, opts: &AdminOpts) -> anyho
             println!("evicted {spiffe_id}");
             Ok(())
         }
-        AgentAdminCommand::Ban { spiffe_id } => {
+        AgentAdminCommand::Ban { spiffe_id, .. } => {
             let request = pb::BanAgentRequest {
                 spiffe_id: spiffe_id.to_string(),
             };

@@ -2,11 +2,14 @@
 //! server, the agent, the admin commands and the Workload API client commands.
 
 mod admin;
+mod agent;
+mod dev;
 mod duration;
 mod output;
 mod pem;
 mod server;
 mod uds;
+mod workload;
 
 use std::process::ExitCode;
 
@@ -24,6 +27,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// A server, an agent and an identity for you, in one command.
+    Dev(dev::DevArgs),
     /// Run or check the server.
     #[command(subcommand)]
     Server(ServerCommand),
@@ -41,13 +46,9 @@ enum Command {
         #[command(flatten)]
         opts: AdminOpts,
     },
-    /// Attested agents.
-    Agent {
-        #[command(subcommand)]
-        command: admin::AgentAdminCommand,
-        #[command(flatten)]
-        opts: AdminOpts,
-    },
+    /// Run the agent, check it, or administer attested agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
     /// Trust bundles: this trust domain's and federated ones.
     Bundle {
         #[command(subcommand)]
@@ -64,6 +65,16 @@ enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+enum AgentCommand {
+    /// Run the agent: attest, sync entries, serve the Workload API.
+    Run(agent::AgentRunArgs),
+    /// Ask the local agent's Workload API whether it answers.
+    Healthcheck(workload::SocketOpts),
+    #[command(flatten)]
+    Admin(admin::AgentAdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
 enum ServerCommand {
     /// Run the server: CA, datastore, admin API.
     Run(server::ServerRunArgs),
@@ -73,6 +84,20 @@ enum ServerCommand {
 
 #[derive(Debug, Subcommand)]
 enum X509Command {
+    /// Fetch this process's X509-SVIDs from the Workload API.
+    Fetch {
+        #[command(flatten)]
+        args: workload::X509FetchArgs,
+        #[command(flatten)]
+        opts: workload::SocketOpts,
+    },
+    /// Keep PEM files current with the Workload API, for software that reads only files.
+    Watch {
+        #[command(flatten)]
+        args: workload::X509WatchArgs,
+        #[command(flatten)]
+        opts: workload::SocketOpts,
+    },
     /// Admin: mint an X509-SVID (with a server-generated key) without an agent.
     Mint {
         #[command(flatten)]
@@ -84,6 +109,20 @@ enum X509Command {
 
 #[derive(Debug, Subcommand)]
 enum JwtCommand {
+    /// Fetch JWT-SVIDs for audiences from the Workload API.
+    Fetch {
+        #[command(flatten)]
+        args: workload::JwtFetchArgs,
+        #[command(flatten)]
+        opts: workload::SocketOpts,
+    },
+    /// Validate a JWT-SVID through the Workload API.
+    Validate {
+        #[command(flatten)]
+        args: workload::JwtValidateArgs,
+        #[command(flatten)]
+        opts: workload::SocketOpts,
+    },
     /// Admin: mint a JWT-SVID without an agent.
     Mint {
         #[command(flatten)]
@@ -99,11 +138,43 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Server(ServerCommand::Healthcheck(opts)) => admin::server_healthcheck(&opts).await,
         Command::Entry { command, opts } => admin::entry(command, &opts).await,
         Command::Token { command, opts } => admin::token(command, &opts).await,
-        Command::Agent { command, opts } => admin::agent(command, &opts).await,
+        Command::Dev(args) => dev::run(args).await,
+        Command::Agent(AgentCommand::Run(args)) => agent::run(args).await,
+        Command::Agent(AgentCommand::Healthcheck(opts)) => workload::agent_healthcheck(&opts).await,
+        Command::Agent(AgentCommand::Admin(command)) => admin::agent(command).await,
+        Command::X509(X509Command::Fetch { args, opts }) => workload::x509_fetch(args, &opts).await,
+        Command::X509(X509Command::Watch { args, opts }) => workload::x509_watch(args, &opts).await,
+        Command::Jwt(JwtCommand::Fetch { args, opts }) => workload::jwt_fetch(args, &opts).await,
+        Command::Jwt(JwtCommand::Validate { args, opts }) => {
+            workload::jwt_validate(args, &opts).await
+        }
         Command::Bundle { command, opts } => admin::bundle(command, &opts).await,
         Command::X509(X509Command::Mint { args, opts }) => admin::x509_mint(args, &opts).await,
         Command::Jwt(JwtCommand::Mint { args, opts }) => admin::jwt_mint(args, &opts).await,
     }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_seconds(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn main() -> ExitCode {

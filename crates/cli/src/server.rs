@@ -180,23 +180,7 @@ impl ServerRunArgs {
 /// Runs the server until SIGINT or SIGTERM.
 pub(crate) async fn run(args: ServerRunArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
-    let shutdown = async {
-        let mut terminate = match tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::terminate(),
-        ) {
-            Ok(signal) => signal,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM; stop the server with SIGINT");
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-    };
-    lanyard_server::run(config, shutdown).await?;
+    lanyard_server::run(config, crate::shutdown_signal()).await?;
     Ok(())
 }
 

@@ -460,6 +460,7 @@ impl pb::node_server::Node for NodeService {
             state: self.state.clone(),
             agent,
             tx,
+            sent_revision: std::sync::atomic::AtomicU64::new(since),
         };
         tokio::spawn(stream.run(since, self.stop.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -552,6 +553,10 @@ struct EntryStream {
     state: Arc<ServerState>,
     agent: AttestedAgent,
     tx: mpsc::Sender<Result<pb::SyncEntriesResponse, Status>>,
+    /// The revision of the last entry update sent. Bundle-only messages repeat it: the index
+    /// may already be further on, with changes this stream has not sent yet, and an agent that
+    /// resumed from that later revision would miss them.
+    sent_revision: std::sync::atomic::AtomicU64,
 }
 
 /// Why a sync stream stopped early.
@@ -592,7 +597,7 @@ impl EntryStream {
                         self.send(pb::SyncEntriesResponse {
                             bundle_json: published.own.clone(),
                             federated_bundles: published.federated.clone().into_iter().collect(),
-                            revision: self.state.index.revision(),
+                            revision: self.sent_revision.load(std::sync::atomic::Ordering::Relaxed),
                             ..Default::default()
                         }).await
                     }
@@ -751,6 +756,10 @@ impl EntryStream {
                 }
             }
             self.send(message).await?;
+            if i == last {
+                self.sent_revision
+                    .store(revision, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         Ok(())
     }

@@ -159,6 +159,10 @@ pub(crate) fn accept(
                 },
                 _ = stop.wait_for(|s| *s) => return,
             };
+            // Pushed entry updates are small writes that must go out at once, not wait for Nagle.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(%addr, error = %e, "cannot set TCP_NODELAY");
+            }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

@@ -5,8 +5,12 @@
 //! There are no DNS-name checks: a SPIFFE peer is identified by its SPIFFE ID alone. Every config
 //! is built with the aws-lc-rs provider passed explicitly ([`provider`]), never the process default.
 //!
-//! What it must not do: fetch anything. Bundles and SVIDs are handed in through [`BundleHandle`]
-//! and [`SvidHandle`] by whoever holds them (the agent, the server, or a Workload API client).
+//! Bundles and SVIDs are handed in through [`BundleHandle`] and [`SvidHandle`] by whoever holds
+//! them (the agent, the server), or kept current from the Workload API by [`WorkloadIdentity`].
+
+mod workload;
+
+pub use workload::{FIRST_SVID_TIMEOUT, WorkloadIdentity};
 
 use std::fmt;
 use std::sync::{Arc, RwLock};
@@ -30,6 +34,14 @@ pub enum TlsError {
     EmptyChain,
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    #[error("Workload API: {0}")]
+    Workload(#[source] Box<lanyard_workload::Error>),
+}
+
+impl TlsError {
+    fn workload(e: lanyard_workload::Error) -> Self {
+        Self::Workload(Box::new(e))
+    }
 }
 
 /// Which peer SPIFFE IDs are acceptable.

@@ -1,0 +1,130 @@
+//! The entry stream: one `SyncEntries` call kept open, reconnected with jittered exponential
+//! backoff, resumed from the last revision applied. Each complete update is applied to the cache
+//! and published; a changed bundle is persisted and used to authenticate the server from then on.
+
+use std::sync::Arc;
+
+use lanyard_proto::node::SyncEntriesRequest;
+use tokio::sync::watch;
+
+use crate::AgentError;
+use crate::agent::{CallError, ReattestReason, Shared, classify, pause, stopped};
+use crate::attest::is_transient;
+use crate::timing::Backoff;
+
+/// Runs until the agent stops; an error is fatal.
+pub(crate) async fn sync_loop(
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), AgentError> {
+    let tuning = &shared.config.tuning;
+    let mut backoff = Backoff::new(tuning.retry_initial, tuning.retry_max);
+    let mut generation = shared.generation.subscribe();
+    loop {
+        let seen = *generation.borrow_and_update();
+        let outcome = tokio::select! {
+            outcome = stream_once(&shared, &mut backoff) => outcome,
+            // A new agent SVID: reconnect over a connection that presents it.
+            _ = generation.changed() => {
+                tracing::debug!("agent SVID changed; reconnecting the entry stream");
+                continue;
+            }
+            () = stopped(&mut stop) => return Ok(()),
+        };
+        match outcome {
+            Ok(()) => tracing::info!("the server closed the entry stream; reconnecting"),
+            Err(CallError::Transient(detail)) => {
+                tracing::warn!(error = %detail, "entry stream failed; reconnecting");
+            }
+            Err(CallError::Rejected(status)) => {
+                let reason = format!("entry stream: {}", status.message());
+                match shared
+                    .reattest(ReattestReason::Rejected(reason), seen)
+                    .await
+                {
+                    Ok(()) => continue,
+                    Err(e) if is_transient(&e) => {
+                        tracing::warn!(error = %e, "cannot attest again yet");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let delay = backoff.next_delay();
+        let mut changed = generation.clone();
+        if pause(delay, &mut stop, async move {
+            let _ = changed.changed().await;
+        })
+        .await
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// One `SyncEntries` call, until it ends.
+async fn stream_once(shared: &Shared, backoff: &mut Backoff) -> Result<(), CallError> {
+    let since = {
+        let mut cache = shared.cache();
+        // Chunks of an update the last stream did not finish are sent again in full.
+        cache.discard_pending();
+        cache.revision()
+    };
+    let mut client = shared.client();
+    let mut stream = client
+        .sync_entries(SyncEntriesRequest {
+            since_revision: since,
+        })
+        .await
+        .map_err(classify)?
+        .into_inner();
+    tracing::debug!(since_revision = since, "entry stream open");
+    // The server answered: whatever could not be minted while it was away can be now.
+    shared.mint_wakeup.notify_one();
+    while let Some(message) = stream.message().await.map_err(classify)? {
+        backoff.reset();
+        apply(shared, message).map_err(CallError::Transient)?;
+    }
+    Ok(())
+}
+
+/// Applies one message; an error makes the stream reconnect (and resume from the last revision
+/// applied in full).
+fn apply(shared: &Shared, message: lanyard_proto::node::SyncEntriesResponse) -> Result<(), String> {
+    let now = shared.now();
+    let (outcome, bundle, gone) = {
+        let mut cache = shared.cache();
+        let before = cache.spiffe_ids();
+        let outcome = cache.apply(message, now).map_err(|e| e.to_string())?;
+        let after = cache.spiffe_ids();
+        let gone: Vec<_> = before.difference(&after).cloned().collect();
+        (outcome, cache.own_bundle().clone(), gone)
+    };
+    if outcome.skipped > 0 {
+        tracing::warn!(
+            skipped = outcome.skipped,
+            "the server sent entries that are not valid"
+        );
+    }
+    if !outcome.applied {
+        return Ok(());
+    }
+    tracing::debug!(
+        revision = shared.cache().revision(),
+        removed = gone.len(),
+        "entry update applied"
+    );
+    for id in &gone {
+        shared.jwt_cache.remove_identity(id);
+    }
+    if outcome.bundle_changed {
+        tracing::info!(sequence = bundle.sequence(), "trust bundle updated");
+        if let Err(e) = shared.install_bundle(&bundle) {
+            // Still in use in memory; the next change tries again.
+            tracing::error!(error = %e, "cannot persist the trust bundle");
+        }
+    }
+    shared.publish();
+    shared.mint_wakeup.notify_one();
+    Ok(())
+}
