@@ -1,0 +1,145 @@
+//! A `lanyard agent run` process attached to a [`Server`](crate::Server), with its own data
+//! directory and Workload API socket.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{CliOutput, Server, lanyard, lanyard_bin, wait_for};
+
+/// A running agent. Dropping it kills the process.
+#[derive(Debug)]
+pub struct Agent {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts an agent for `server`, attesting with a fresh join token for `agent_id` (a path
+    /// under /lanyard/agent/), and waits until its Workload API socket exists.
+    pub fn start(server: &Server, agent_id: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let bundle = dir.join("bundle.json");
+        std::fs::write(
+            &bundle,
+            server.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
+        )
+        .expect("bundle");
+        let token = server
+            .cli(&[
+                "token",
+                "generate",
+                "--spiffe-id",
+                agent_id,
+                "--output",
+                "json",
+            ])
+            .json()["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        let socket = dir.join("agent.sock");
+        let args = vec![
+            "agent".to_owned(),
+            "run".to_owned(),
+            "--trust-domain".to_owned(),
+            server.trust_domain.clone(),
+            "--server".to_owned(),
+            server.node_addr().to_string(),
+            "--socket".to_owned(),
+            socket.display().to_string(),
+            "--data-dir".to_owned(),
+            dir.join("data").display().to_string(),
+            "--trust-bundle".to_owned(),
+            bundle.display().to_string(),
+            "--join-token".to_owned(),
+            token,
+        ];
+        let mut agent = Self {
+            child: None,
+            log: dir.join("agent.log"),
+            dir,
+            socket,
+            args,
+            _tmp: tmp,
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("agent log");
+        let child = Command::new(lanyard_bin())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start lanyard agent");
+        self.child = Some(child);
+        let socket = self.socket.clone();
+        let child = self.child.as_mut().expect("running");
+        let log = self.log.clone();
+        wait_for(
+            "the agent's Workload API socket",
+            Duration::from_secs(60),
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "agent exited with {status}:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                socket.exists().then_some(())
+            },
+        );
+    }
+
+    /// Kills the agent with SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the agent again on the same data directory, without a join token: it must resume
+    /// from its persisted SVID.
+    pub fn restart_without_token(&mut self) {
+        self.kill();
+        if let Some(i) = self.args.iter().position(|a| a == "--join-token") {
+            self.args.drain(i..i + 2);
+        }
+        // The killed agent's socket file stays behind; remove it so that waiting for the socket
+        // waits for the new agent.
+        let _ = std::fs::remove_file(&self.socket);
+        self.spawn();
+    }
+
+    /// `lanyard <args> --socket <agent socket>`.
+    pub fn cli(&self, args: &[&str]) -> CliOutput {
+        let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        all.push("--socket".to_owned());
+        all.push(self.socket.display().to_string());
+        lanyard(all)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
