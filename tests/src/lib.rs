@@ -10,6 +10,7 @@
     reason = "test harness: a failure is a test failure"
 )]
 
+pub mod agent_process;
 pub mod node_client;
 
 use std::path::{Path, PathBuf};
