@@ -886,6 +886,13 @@ fn active_signer<R: Record, S>(records: &[R], signers: &HashMap<KeyId, Arc<S>>) 
 
 /// The bundle a journal publishes: the roots of every X.509 authority (each once, in creation
 /// order) and every JWT key, with sequence 0 (the caller sets it).
+/// A journal's authorities as a bundle (no sequence, no refresh hint).
+pub(crate) fn journal_bundle(journal: &Journal) -> Result<Bundle, CaError> {
+    let mut bundle = build_bundle(journal, crate::DEFAULT_REFRESH_HINT)?;
+    bundle.set_refresh_hint(None);
+    Ok(bundle)
+}
+
 fn build_bundle(journal: &Journal, refresh_hint: Duration) -> Result<Bundle, CaError> {
     let mut bundle = Bundle::new(journal.trust_domain.clone());
     for r in &journal.x509_authorities {

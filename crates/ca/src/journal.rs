@@ -105,6 +105,13 @@ impl Journal {
         self.bundle_sequence
     }
 
+    /// The bundle of this journal's authorities, without sequence or refresh hint: what a
+    /// server sharing the trust domain adds to its own when the bundle is the union of several
+    /// servers' CAs.
+    pub fn authorities(&self) -> Result<lanyard_core::Bundle, crate::CaError> {
+        crate::ca::journal_bundle(self)
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         // Serialising these plain structs cannot fail: all map keys are strings.
         serde_json::to_vec(self).unwrap_or_default()

@@ -393,7 +393,7 @@ impl AdminService {
             .mint_x509_svid(key.public_key_der(), &svid_request)
             .map_err(ca_status)?;
         self.state.metrics.signed("x509");
-        let bundle = self.state.authority.ca.bundle();
+        let bundle = self.state.authority.trust_bundle();
         Ok(pb::MintX509SvidResponse {
             chain: svid.cert_chain,
             private_key: pkcs8.as_bytes().to_vec(),
@@ -616,7 +616,7 @@ impl pb::admin_server::Admin for AdminService {
         _request: Request<pb::GetBundleRequest>,
     ) -> Result<Response<pb::Bundle>, Status> {
         self.observe("GetBundle", async {
-            Ok(bundle_to_proto(&self.state.authority.ca.bundle()))
+            Ok(bundle_to_proto(&self.state.authority.trust_bundle()))
         })
         .await
     }

@@ -31,6 +31,29 @@ pub(crate) struct Authority {
     /// The stored journal's version (for optimistic concurrency); held while persisting so that
     /// two persists never interleave.
     journal_version: Mutex<Option<u64>>,
+    /// The trust domain's bundle as last published or read from the datastore.
+    published: std::sync::RwLock<Bundle>,
+}
+
+/// How often publishing the bundle is retried when other servers publish at the same moment.
+const PUBLISH_ATTEMPTS: usize = 5;
+
+/// True if both bundles hold the same X.509 and JWT authorities, in any order.
+fn same_authorities(a: &Bundle, b: &Bundle) -> bool {
+    use std::collections::BTreeSet;
+    let x509 = |b: &Bundle| {
+        b.x509_authorities()
+            .iter()
+            .map(|x| x.der().to_vec())
+            .collect::<BTreeSet<_>>()
+    };
+    let jwt = |b: &Bundle| {
+        b.jwt_authorities()
+            .iter()
+            .map(|j| (j.key_id().to_owned(), j.public_key_der().to_vec()))
+            .collect::<BTreeSet<_>>()
+    };
+    x509(a) == x509(b) && jwt(a) == jwt(b)
 }
 
 impl Authority {
@@ -54,11 +77,13 @@ impl Authority {
             }
             None => (Ca::new(ca_config, keys, clock)?, None),
         };
+        let published = std::sync::RwLock::new(ca.bundle());
         let authority = Self {
             ca,
             server_id,
             store,
             journal_version: Mutex::new(version),
+            published,
         };
         authority.persist().await?;
         Ok(authority)
@@ -84,40 +109,91 @@ impl Authority {
                     .await?,
             );
         }
-        self.publish_bundle(&self.ca.bundle()).await
+        self.publish_bundle().await
     }
 
-    async fn publish_bundle(&self, bundle: &Bundle) -> Result<(), ServerError> {
-        let document = bundle.to_json();
-        let result = self
-            .store
-            .set_bundle(
-                bundle.trust_domain(),
-                &document,
-                bundle.sequence(),
-                BundleWrite::IfNewer,
-            )
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            // Already published (a restart republishes the same bundle): nothing to do.
-            Err(lanyard_store::Error::Conflict { .. }) => {
-                let stored = self.store.get_bundle(bundle.trust_domain()).await?;
-                match stored {
-                    Some(stored) if stored.document == document => Ok(()),
-                    Some(stored) => Err(ServerError::State(format!(
-                        "the stored bundle of {} has sequence {} and differs from this CA's (sequence {})",
-                        bundle.trust_domain(),
-                        stored.sequence,
-                        bundle.sequence()
-                    ))),
-                    None => Err(ServerError::State(
-                        "the bundle vanished while publishing it".to_owned(),
-                    )),
+    /// Publishes the trust domain's bundle: the union of this CA's authorities and those of every
+    /// other server's journal in the datastore (servers sharing a PostgreSQL database each keep
+    /// their own keys). Written only when its authorities changed, with a sequence above the
+    /// stored one; a write that loses a race with another server merges again.
+    async fn publish_bundle(&self) -> Result<(), ServerError> {
+        let td = self.ca.trust_domain().clone();
+        for _ in 0..PUBLISH_ATTEMPTS {
+            let mut merged = self.ca.bundle();
+            for journal in self.store.list_ca_journals().await? {
+                if journal.server_id == self.server_id {
+                    continue;
+                }
+                match Journal::from_json(&journal.data).and_then(|j| j.authorities()) {
+                    Ok(other) if other.trust_domain() == &td => {
+                        for a in other.x509_authorities() {
+                            merged.add_x509_authority(a.clone());
+                        }
+                        for a in other.jwt_authorities() {
+                            merged.add_jwt_authority(a.clone());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(server = %journal.server_id, error = %e, "skipping an unreadable CA journal")
+                    }
                 }
             }
-            Err(e) => Err(e.into()),
+            let stored = self.store.get_bundle(&td).await?;
+            let stored_bundle = stored
+                .as_ref()
+                .and_then(|r| Bundle::parse_json(td.clone(), r.document.as_bytes()).ok());
+            if let Some(current) = stored_bundle.filter(|b| same_authorities(b, &merged)) {
+                *self.published.write().unwrap_or_else(|e| e.into_inner()) = current;
+                return Ok(());
+            }
+            let sequence = stored
+                .as_ref()
+                .map_or(0, |r| r.sequence)
+                .max(merged.sequence())
+                + 1;
+            merged.set_sequence(sequence);
+            let written = self
+                .store
+                .set_bundle(&td, &merged.to_json(), sequence, BundleWrite::IfNewer)
+                .await;
+            match written {
+                Ok(_) => {
+                    *self.published.write().unwrap_or_else(|e| e.into_inner()) = merged;
+                    return Ok(());
+                }
+                // Another server published in between: merge with what it wrote.
+                Err(lanyard_store::Error::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        Err(ServerError::State(
+            "could not publish the trust bundle: other servers kept publishing at the same time"
+                .to_owned(),
+        ))
+    }
+
+    /// Picks up a bundle another server published (it rotated its CA). Returns whether it changed.
+    pub(crate) async fn refresh_published(&self) -> Result<bool, ServerError> {
+        let td = self.ca.trust_domain();
+        let Some(stored) = self.store.get_bundle(td).await? else {
+            return Ok(false);
+        };
+        if stored.sequence <= self.trust_bundle().sequence() {
+            return Ok(false);
+        }
+        let bundle = Bundle::parse_json(td.clone(), stored.document.as_bytes())
+            .map_err(|e| ServerError::State(format!("the stored trust bundle is invalid: {e}")))?;
+        *self.published.write().unwrap_or_else(|e| e.into_inner()) = bundle;
+        Ok(true)
+    }
+
+    /// The trust domain's bundle as last published: what agents and workloads must trust.
+    pub(crate) fn trust_bundle(&self) -> Bundle {
+        self.published
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The active X.509 authority's expiry, for metrics and health.
@@ -169,7 +245,7 @@ pub(crate) async fn drive_rotation(state: Arc<ServerState>, mut stop: watch::Rec
                     dirty = false;
                     state.bundles_changed().await;
                     tracing::info!(
-                        sequence = state.authority.ca.bundle().sequence(),
+                        sequence = state.authority.trust_bundle().sequence(),
                         "CA rotated; bundle published"
                     );
                 }

@@ -123,7 +123,7 @@ pub async fn run_with_clock(
     let authority = Authority::load(&config, store.clone(), clock.clone()).await?;
     let node_alias_parent = node_listener::server_id(&config.trust_domain);
     let index = EntryIndex::load(&*store, node_alias_parent.clone()).await?;
-    let node_tls = node_listener::NodeTls::new(&authority.ca)?;
+    let node_tls = node_listener::NodeTls::new(&authority)?;
     let node_listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|source| ServerError::NodeBind {
@@ -264,6 +264,11 @@ async fn follow_other_writers(state: Arc<ServerState>, mut stop: watch::Receiver
         if let Err(e) = state.index.catch_up(&*state.store).await {
             tracing::warn!(error = %e, "cannot read entry changes from the datastore");
         }
+        match state.authority.refresh_published().await {
+            Ok(true) => state.bundles_changed().await,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the trust bundle from the datastore"),
+        }
     }
 }
 
@@ -272,7 +277,7 @@ pub(crate) async fn published_bundles(
     authority: &Authority,
     store: &dyn DataStore,
 ) -> Result<PublishedBundles, lanyard_store::Error> {
-    let own = authority.ca.bundle();
+    let own = authority.trust_bundle();
     let federated = store
         .list_bundles()
         .await?

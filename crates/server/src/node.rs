@@ -306,7 +306,7 @@ impl NodeService {
             spiffe_id: agent_id.to_string(),
             cert_chain: svid.cert_chain,
             expires_at: unix_seconds(svid.not_after),
-            bundle_json: self.state.authority.ca.bundle().to_json(),
+            bundle_json: self.state.authority.trust_bundle().to_json(),
             selectors: selectors.iter().map(ToString::to_string).collect(),
         })
     }
@@ -443,7 +443,7 @@ impl pb::node_server::Node for NodeService {
                 spiffe_id: agent.spiffe_id.to_string(),
                 cert_chain: svid.cert_chain,
                 expires_at: unix_seconds(svid.not_after),
-                bundle_json: self.state.authority.ca.bundle().to_json(),
+                bundle_json: self.state.authority.trust_bundle().to_json(),
                 selectors: agent.selectors.iter().map(ToString::to_string).collect(),
             }),
         }))

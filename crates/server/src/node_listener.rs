@@ -53,18 +53,19 @@ pub(crate) struct NodeTls {
 
 impl NodeTls {
     /// Mints the first server SVID.
-    pub(crate) fn new(state_ca: &lanyard_ca::Ca) -> Result<Self, ServerError> {
+    pub(crate) fn new(authority: &crate::authority::Authority) -> Result<Self, ServerError> {
         let tls = Self {
             svid: SvidHandle::default(),
             bundles: BundleHandle::new(BundleSet::new()),
             issued: Arc::default(),
         };
-        tls.renew(state_ca)?;
+        tls.renew(authority)?;
         Ok(tls)
     }
 
     /// Mints a new server SVID and refreshes the trust bundle.
-    fn renew(&self, ca: &lanyard_ca::Ca) -> Result<(), ServerError> {
+    fn renew(&self, authority: &crate::authority::Authority) -> Result<(), ServerError> {
+        let ca = &authority.ca;
         let id = server_id(ca.trust_domain());
         let (key, pkcs8) = PrivateKey::generate(KeyType::EcP256)?;
         let svid = ca.mint_x509_svid(
@@ -74,7 +75,8 @@ impl NodeTls {
         self.svid
             .set(&svid.cert_chain, pkcs8.as_bytes())
             .map_err(|e| ServerError::State(format!("server SVID: {e}")))?;
-        self.bundles.set([ca.bundle()].into_iter().collect());
+        self.bundles
+            .set([authority.trust_bundle()].into_iter().collect());
         *self.issued.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((svid.authority_id, svid.not_after));
         Ok(())
@@ -82,7 +84,12 @@ impl NodeTls {
 
     /// Renews the SVID at half its life or when the CA's active authority changed; always
     /// refreshes the bundle.
-    fn maintain(&self, ca: &lanyard_ca::Ca, now: SystemTime) -> Result<(), ServerError> {
+    fn maintain(
+        &self,
+        authority: &crate::authority::Authority,
+        now: SystemTime,
+    ) -> Result<(), ServerError> {
+        let ca = &authority.ca;
         let active = ca
             .authorities()
             .into_iter()
@@ -98,9 +105,10 @@ impl NodeTls {
             None => true,
         };
         if due {
-            self.renew(ca)
+            self.renew(authority)
         } else {
-            self.bundles.set([ca.bundle()].into_iter().collect());
+            self.bundles
+                .set([authority.trust_bundle()].into_iter().collect());
             Ok(())
         }
     }
@@ -126,7 +134,7 @@ pub(crate) async fn maintain_tls(
             _ = interval.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if let Err(e) = tls.maintain(&state.authority.ca, state.clock.now()) {
+        if let Err(e) = tls.maintain(&state.authority, state.clock.now()) {
             tracing::error!(error = %e, "cannot renew the server SVID");
         }
     }

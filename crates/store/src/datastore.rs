@@ -149,6 +149,10 @@ pub trait DataStore: Send + Sync + fmt::Debug {
 
     async fn get_ca_journal(&self, server_id: &str) -> Result<Option<CaJournal>>;
 
+    /// Every server's CA journal, ordered by server id: the trust domain's bundle is the union
+    /// of their authorities.
+    async fn list_ca_journals(&self) -> Result<Vec<CaJournal>>;
+
     /// Writes a server's CA journal if its stored version is `expected_version` (`None`: there
     /// must be none yet); returns the new version. `Conflict` if another writer got there first.
     async fn put_ca_journal(

@@ -450,6 +450,10 @@ impl DataStore for SqlStore {
         journal::get(self, server_id).await
     }
 
+    async fn list_ca_journals(&self) -> Result<Vec<CaJournal>> {
+        journal::list(self).await
+    }
+
     async fn put_ca_journal(
         &self,
         server_id: &str,

@@ -177,6 +177,7 @@ macro_rules! suite {
 
 suite!(
     ping_and_backend,
+    ca_journals_are_listed_per_server,
     entry_crud,
     entry_fields_round_trip,
     entry_batch_per_item_results,

@@ -20,6 +20,19 @@ pub(super) async fn get(store: &SqlStore, server_id: &str) -> Result<Option<CaJo
         .transpose()
 }
 
+pub(super) async fn list(store: &SqlStore) -> Result<Vec<CaJournal>> {
+    let stmt = Stmt::new(
+        "SELECT server_id, data, version, updated_at_us FROM ca_journals ORDER BY server_id",
+    );
+    store
+        .pool
+        .fetch_all(stmt)
+        .await?
+        .iter()
+        .map(decode_row)
+        .collect()
+}
+
 pub(super) async fn put(
     store: &SqlStore,
     server_id: &str,

@@ -1205,6 +1205,37 @@ pub(crate) async fn ca_journal_optimistic_concurrency(ctx: Ctx) {
     );
 }
 
+pub(crate) async fn ca_journals_are_listed_per_server(ctx: Ctx) {
+    assert!(ctx.store.list_ca_journals().await.unwrap().is_empty());
+    ctx.store
+        .put_ca_journal("server-b", b"b1", None)
+        .await
+        .unwrap();
+    ctx.store
+        .put_ca_journal("server-a", b"a1", None)
+        .await
+        .unwrap();
+    ctx.store
+        .put_ca_journal("server-b", b"b2", Some(1))
+        .await
+        .unwrap();
+    let listed: Vec<(String, Vec<u8>, u64)> = ctx
+        .store
+        .list_ca_journals()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| (j.server_id, j.data, j.version))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("server-a".to_owned(), b"a1".to_vec(), 1),
+            ("server-b".to_owned(), b"b2".to_vec(), 2)
+        ]
+    );
+}
+
 pub(crate) async fn events_append_and_list(ctx: Ctx) {
     assert!(ctx.store.list_events(0, 0).await.unwrap().is_empty());
     let t0 = ctx.clock.now();

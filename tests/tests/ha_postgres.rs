@@ -1,0 +1,204 @@
+//! Two servers side by side on one PostgreSQL database: they share one trust bundle holding both
+//! CAs, and an entry written through either reaches an agent attested to the other.
+//! Runs when LANYARD_TEST_POSTGRES names a server (CI sets it).
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::time::{Duration, SystemTime};
+
+use lanyard_core::BundleSet;
+use lanyard_e2e::node_client::{SimAgent, key_and_csr, parse_bundle};
+use lanyard_e2e::{Server, wait_for};
+use lanyard_proto::node as pb;
+use sqlx::Connection as _;
+
+/// A fresh database on the test server; dropped (best effort) by [`Drop`].
+struct Database {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    async fn create(admin_url: &str) -> Self {
+        let mut suffix = [0u8; 6];
+        getrandom_bytes(&mut suffix);
+        let name = format!(
+            "lanyard_ha_{}",
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        );
+        let mut conn = sqlx::PgConnection::connect(admin_url).await.unwrap();
+        // `name` is made here of hex digits only.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url, |(base, _)| base);
+        Self {
+            admin_url: admin_url.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // The servers are gone by now (they are dropped first); drop the database on a fresh runtime.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn getrandom_bytes(buf: &mut [u8]) {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    for chunk in buf.chunks_mut(8) {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        );
+        let bytes = hasher.finish().to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
+fn roots(server: &Server) -> usize {
+    let json = server
+        .cli(&["bundle", "show", "--format", "spiffe"])
+        .ok()
+        .to_owned();
+    parse_bundle("example.org", &json)
+        .unwrap()
+        .x509_authorities()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_servers_share_one_bundle_and_one_set_of_entries() {
+    let Ok(admin_url) = std::env::var("LANYARD_TEST_POSTGRES") else {
+        eprintln!("skipped: LANYARD_TEST_POSTGRES is not set");
+        return;
+    };
+    let db = Database::create(&admin_url).await;
+    let a = Server::start_with(&["--datastore", &db.url]);
+    let b = Server::start_with(&["--datastore", &db.url]);
+
+    // Each server keeps its own CA; the bundle both publish holds both roots.
+    wait_for(
+        "both servers to publish both roots",
+        Duration::from_secs(30),
+        || (roots(&a) == 2 && roots(&b) == 2).then_some(()),
+    );
+
+    // An agent attested to server A, with a token made through server B.
+    let token = b.cli(&["token", "generate", "--output", "json"]).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bundle_a = parse_bundle(
+        "example.org",
+        a.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
+    )
+    .unwrap();
+    let agent = SimAgent::attest(a.node_addr(), &bundle_a, &token)
+        .await
+        .unwrap();
+    let mut client = agent.client().await.unwrap();
+    let mut stream = client
+        .sync_entries(pb::SyncEntriesRequest { since_revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.entries.is_empty());
+
+    // An entry written through B reaches the agent on A.
+    let created = b
+        .cli(&[
+            "entry",
+            "create",
+            "--parent-id",
+            agent.spiffe_id.as_str(),
+            "--spiffe-id",
+            "spiffe://example.org/via-b",
+            "--selector",
+            "unix:uid:1",
+            "--output",
+            "json",
+        ])
+        .json();
+    let pushed = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed.entries[0].spiffe_id, "spiffe://example.org/via-b");
+
+    // An SVID minted by A and one minted by B both verify against either server's bundle.
+    let entry_id = created["id"].as_str().unwrap().to_owned();
+    let (_, csr) = key_and_csr().unwrap();
+    let from_a = client
+        .batch_new_x509_svid(pb::BatchNewX509SvidRequest {
+            params: vec![pb::X509SvidParams { entry_id, csr }],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let out = b.dir.join("from-b");
+    b.cli(&[
+        "x509",
+        "mint",
+        "--spiffe-id",
+        "spiffe://example.org/batch",
+        "--write",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    let pem = std::fs::read(out.join("svid.pem")).unwrap();
+    use rustls_pki_types::pem::PemObject as _;
+    let from_b: Vec<Vec<u8>> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.unwrap().to_vec())
+        .collect();
+    for server in [&a, &b] {
+        let json = server
+            .cli(&["bundle", "show", "--format", "spiffe"])
+            .ok()
+            .to_owned();
+        let set: BundleSet = [parse_bundle("example.org", &json).unwrap()]
+            .into_iter()
+            .collect();
+        lanyard_core::x509::verify_x509_svid(
+            &from_a.results[0].cert_chain,
+            &set,
+            SystemTime::now(),
+        )
+        .unwrap();
+        lanyard_core::x509::verify_x509_svid(&from_b, &set, SystemTime::now()).unwrap();
+    }
+    drop((a, b));
+    drop(db);
+}
