@@ -11,6 +11,7 @@
 )]
 
 pub mod agent_process;
+pub mod bench;
 pub mod node_client;
 
 use std::path::{Path, PathBuf};

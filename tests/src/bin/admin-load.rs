@@ -16,19 +16,20 @@
 //! the machine's load. `tests/tests/admin_load_smoke.rs` runs it with tiny numbers so it cannot rot.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::str::FromStr as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use hyper_util::rt::TokioIo;
 use lanyard_core::{EntryId, EntrySpec, RegistrationEntry, Selector, SelectorSet, SpiffeId};
+use lanyard_e2e::bench::{
+    CALL_TIMEOUT, CpuMeter, Rng, Samples, ServerProcess, TRUST_DOMAIN, Table, fmt_dur,
+    load_average, memory_kib, mib, rate, timed,
+};
 use lanyard_proto::admin::{self as pb, admin_client::AdminClient};
 use lanyard_store::{DataStore, EntryFilter, PageRequest, StoreConfig};
 use sqlx::Connection as _;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const USAGE: &str = "\
 usage: admin-load [options]
@@ -46,16 +47,9 @@ usage: admin-load [options]
   --max-seconds N       give up (and clean up) after this long (default 3600)
 ";
 
-const TRUST_DOMAIN: &str = "example.org";
-/// Largest admin message the server accepts; a page or batch never needs more.
-const MAX_MESSAGE: usize = 16 * 1024 * 1024;
-/// No single call should take this long; if one does, the run is not worth finishing.
-const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Defaults the server gives entries whose TTLs are 0; the raw phase writes the same values.
 const X509_TTL: Duration = Duration::from_secs(3600);
 const JWT_TTL: Duration = Duration::from_secs(300);
-/// Linux exports CPU times in /proc in USER_HZ, which is 100 on every architecture it supports.
-const USER_HZ: f64 = 100.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Datastore {
@@ -214,217 +208,6 @@ impl Population {
     }
 }
 
-// --- randomness (sampling and names only; nothing secret) ---
-
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn from_clock() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        #[allow(
-            clippy::cast_possible_truncation,
-            reason = "any bits will do for a seed"
-        )]
-        Self(nanos as u64 ^ u64::from(std::process::id()).rotate_left(32))
-    }
-
-    /// splitmix64.
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        let n64 = u64::try_from(n.max(1)).unwrap_or(u64::MAX);
-        usize::try_from(self.next() % n64).unwrap_or(0)
-    }
-
-    fn hex(&mut self, bytes: usize) -> String {
-        (0..bytes.div_ceil(8))
-            .map(|_| format!("{:016x}", self.next()))
-            .collect::<String>()
-            .chars()
-            .take(bytes * 2)
-            .collect()
-    }
-}
-
-// --- statistics ---
-
-#[derive(Debug, Default)]
-struct Samples(Vec<Duration>);
-
-impl Samples {
-    fn push(&mut self, d: Duration) {
-        self.0.push(d);
-    }
-
-    /// Nearest-rank percentile.
-    fn pct(&self, p: f64) -> Duration {
-        let mut sorted = self.0.clone();
-        sorted.sort_unstable();
-        if sorted.is_empty() {
-            return Duration::ZERO;
-        }
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss,
-            reason = "a rank between 1 and the number of samples"
-        )]
-        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-        sorted[rank.clamp(1, sorted.len()) - 1]
-    }
-
-    fn max(&self) -> Duration {
-        self.0.iter().copied().max().unwrap_or_default()
-    }
-
-    fn p50_p99(&self) -> String {
-        format!(
-            "{} / {} (n = {})",
-            fmt_dur(self.pct(50.0)),
-            fmt_dur(self.pct(99.0)),
-            self.0.len()
-        )
-    }
-}
-
-fn fmt_dur(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1e3;
-    if ms >= 1_000.0 {
-        format!("{:.2} s", ms / 1e3)
-    } else if ms >= 100.0 {
-        format!("{ms:.0} ms")
-    } else if ms >= 10.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.2} ms")
-    }
-}
-
-fn rate(n: usize, d: Duration) -> f64 {
-    #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
-    let n = n as f64;
-    n / d.as_secs_f64().max(1e-9)
-}
-
-fn fmt_rate(r: f64) -> String {
-    if r >= 10_000.0 {
-        format!("{:.1} k entries/s", r / 1e3)
-    } else {
-        format!("{r:.0} entries/s")
-    }
-}
-
-fn mib(kib: u64) -> String {
-    #[allow(clippy::cast_precision_loss, reason = "memory sizes far below 2^52")]
-    let m = kib as f64 / 1024.0;
-    format!("{m:.1} MiB")
-}
-
-/// The figures of one run, in the order they are printed.
-#[derive(Debug, Default)]
-struct Table(Vec<(String, String)>);
-
-impl Table {
-    fn row(&mut self, figure: impl Into<String>, value: impl Into<String>) {
-        let (figure, value) = (figure.into(), value.into());
-        eprintln!("  {figure}: {value}");
-        self.0.push((figure, value));
-    }
-
-    fn markdown(&self) -> String {
-        let mut out = String::from("| figure | value |\n|---|---|\n");
-        for (figure, value) in &self.0 {
-            out.push_str(&format!("| {figure} | {value} |\n"));
-        }
-        out
-    }
-}
-
-// --- /proc ---
-
-/// VmRSS and VmHWM (peak) of a process, in KiB.
-fn memory_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("read /proc/{pid}/status"))?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .ok_or_else(|| anyhow!("no {name} in /proc/{pid}/status"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// User + system CPU seconds a process has used so far.
-fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("read /proc/{pid}/stat"))?;
-    // The command name may contain spaces and parentheses; the fields after its last `)` do not.
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))?;
-    // After the name: state (field 3), …, utime (14), stime (15).
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        let value: u64 = fields
-            .get(i)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))?;
-        #[allow(clippy::cast_precision_loss, reason = "clock ticks far below 2^52")]
-        Ok(value as f64 / USER_HZ)
-    };
-    Ok(ticks(11)? + ticks(12)?)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|| "?".to_owned())
-}
-
-/// CPU used by the server and by this process over a phase, as a share of one core.
-#[derive(Debug)]
-struct CpuMeter {
-    server_pid: String,
-    server: f64,
-    client: f64,
-    start: Instant,
-}
-
-impl CpuMeter {
-    fn start(server_pid: u32) -> anyhow::Result<Self> {
-        let server_pid = server_pid.to_string();
-        Ok(Self {
-            server: cpu_seconds(&server_pid)?,
-            client: cpu_seconds("self")?,
-            server_pid,
-            start: Instant::now(),
-        })
-    }
-
-    fn finish(&self) -> anyhow::Result<String> {
-        let wall = self.start.elapsed().as_secs_f64().max(1e-9);
-        let server = (cpu_seconds(&self.server_pid)? - self.server) / wall * 100.0;
-        let client = (cpu_seconds("self")? - self.client) / wall * 100.0;
-        Ok(format!(
-            "server {server:.0} %, load generator {client:.0} % (of one core)"
-        ))
-    }
-}
-
 // --- PostgreSQL databases ---
 
 /// Databases this run created on the PostgreSQL server; dropped at the end, whatever happens.
@@ -509,161 +292,11 @@ fn database_url(admin_url: &str, database: &str) -> String {
     format!("{host_part}/{database}{query}")
 }
 
-// --- the server process ---
-
-#[derive(Debug)]
-struct ServerProcess {
-    child: tokio::process::Child,
-    pid: u32,
-    log: PathBuf,
-    admin_socket: PathBuf,
-}
-
-impl ServerProcess {
-    async fn start(
-        lanyard: &Path,
-        dir: &Path,
-        datastore_url: Option<&str>,
-    ) -> anyhow::Result<(Self, AdminClient<Channel>)> {
-        ensure!(
-            lanyard.is_file(),
-            "{} is missing: build it with `cargo build --release -p lanyard` or pass --lanyard",
-            lanyard.display()
-        );
-        let log = dir.join("server.log");
-        let admin_socket = dir.join("admin.sock");
-        let log_file = std::fs::File::create(&log).context("create server log")?;
-        let mut command = tokio::process::Command::new(lanyard);
-        command
-            .args([
-                "server",
-                "run",
-                "--trust-domain",
-                TRUST_DOMAIN,
-                "--data-dir",
-            ])
-            .arg(dir.join("data"))
-            .arg("--admin-socket")
-            .arg(&admin_socket)
-            // The node API is not served yet; an ephemeral port keeps parallel runs from clashing
-            // once it is.
-            .args(["--bind", "127.0.0.1:0"]);
-        if let Some(url) = datastore_url {
-            command.args(["--datastore", url]);
-        }
-        let child = command
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().context("server log")?)
-            .stderr(log_file)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("start {}", lanyard.display()))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| anyhow!("the server exited at once"))?;
-        let mut server = Self {
-            child,
-            pid,
-            log,
-            admin_socket,
-        };
-        let client = server.wait_healthy().await?;
-        Ok((server, client))
-    }
-
-    /// Waits until the Health call answers with the store and CA ok.
-    async fn wait_healthy(&mut self) -> anyhow::Result<AdminClient<Channel>> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut pause = Duration::from_millis(10);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "the server exited with {status} while starting:\n{}",
-                    self.log_tail()
-                );
-            }
-            if self.admin_socket.exists()
-                && let Ok(channel) = connect(&self.admin_socket).await
-            {
-                let mut client = admin_client(channel);
-                if let Ok(Ok(health)) =
-                    tokio::time::timeout(CALL_TIMEOUT, client.health(pb::HealthRequest {})).await
-                    && health.get_ref().store_ok
-                    && health.get_ref().ca_ok
-                {
-                    return Ok(client);
-                }
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "the server did not become healthy in 60 s:\n{}",
-                self.log_tail()
-            );
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(200));
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// SIGTERM, then SIGKILL if it has not exited in 30 s.
-    async fn stop(mut self) {
-        let pid = i32::try_from(self.pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw);
-        if let Some(pid) = pid {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(Ok(status)) => eprintln!("the server exited with {status}:\n{}", self.log_tail()),
-            Ok(Err(e)) => eprintln!("waiting for the server: {e}"),
-            Err(_) => {
-                eprintln!("the server did not stop in 30 s after SIGTERM; killing it");
-                let _ = self.child.kill().await;
-            }
-        }
-    }
-}
-
-/// Connects a gRPC channel to the Unix socket at `path` (as `crates/cli/src/uds.rs` does).
-///
-/// The URI is a placeholder: the connector ignores it, and `localhost` is the authority h2 accepts.
-async fn connect(path: &Path) -> anyhow::Result<Channel> {
-    let path = path.to_owned();
-    Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .context("connect to the admin socket")
-}
-
-fn admin_client(channel: Channel) -> AdminClient<Channel> {
-    AdminClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE)
-}
-
 // --- the measurements through the admin API ---
 
-/// Runs one call with the call timeout and times it.
-async fn timed<T>(
-    what: &str,
-    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> anyhow::Result<(T, Duration)> {
-    let start = Instant::now();
-    let response = tokio::time::timeout(CALL_TIMEOUT, call)
-        .await
-        .map_err(|_| anyhow!("{what}: no answer in {CALL_TIMEOUT:?}"))?
-        .map_err(|s| anyhow!("{what}: {:?}: {}", s.code(), s.message()))?;
-    Ok((response.into_inner(), start.elapsed()))
+/// Entries per second, as the tables print them.
+fn fmt_rate(r: f64) -> String {
+    lanyard_e2e::bench::fmt_rate(r, "entries")
 }
 
 async fn create_all(
@@ -821,8 +454,12 @@ async fn measure_server(
     let dir = resources.dir.path().join("server");
     std::fs::create_dir_all(&dir).context("create the server's directory")?;
     eprintln!("starting {}", args.lanyard.display());
+    let extra_args: Vec<String> = match &datastore_url {
+        Some(url) => vec!["--datastore".to_owned(), url.clone()],
+        None => Vec::new(),
+    };
     let (server, mut client) =
-        ServerProcess::start(&args.lanyard, &dir, datastore_url.as_deref()).await?;
+        ServerProcess::start(&args.lanyard, &dir, &extra_args, "warn").await?;
     let pid = server.pid;
     resources.server = Some(server);
 
