@@ -13,6 +13,7 @@
 pub mod agent_process;
 pub mod bench;
 pub mod node_client;
+pub mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -407,7 +407,8 @@ impl Shared {
             .set(&svid.chain, svid.key.as_pkcs8_der())?;
         let channel = self.connector.channel(ChannelKind::Agent)?;
         *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = channel;
-        let renew_at = timing::renew_at(svid.not_before, svid.not_after);
+        // Just received (renewed or re-attested): its life counts from now.
+        let renew_at = timing::renew_at_received(svid.not_before, svid.not_after, self.clock.now());
         *self.identity() = Identity { svid, renew_at };
         self.generation.send_modify(|g| *g += 1);
         Ok(())

@@ -380,7 +380,7 @@ impl Cache {
                 chain,
                 key,
                 not_after,
-                renew_at: timing::renew_at(not_before, not_after),
+                renew_at: timing::renew_at_received(not_before, not_after, now),
                 untrusted: false,
             },
         );

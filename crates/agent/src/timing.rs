@@ -34,6 +34,19 @@ pub(crate) fn renew_at(not_before: SystemTime, not_after: SystemTime) -> SystemT
     renew_at_with(not_before, not_after, random_fraction())
 }
 
+/// When an SVID received at `received` should be renewed: like [`renew_at`], with its lifetime
+/// counted from when it was issued (`received`, or `NotBefore` if that is later), not from its
+/// `NotBefore`. The server backdates `NotBefore` (10 s, for clock skew); counting from it would put
+/// the renewal of a 10-second SVID at the moment it arrives, and the agent would renew it again at
+/// once, over and over.
+pub(crate) fn renew_at_received(
+    not_before: SystemTime,
+    not_after: SystemTime,
+    received: SystemTime,
+) -> SystemTime {
+    renew_at(not_before.max(received), not_after)
+}
+
 /// Exponential backoff with "equal jitter": the n-th delay is uniformly random in
 /// `[d/2, d]` where `d = min(max, initial · 2ⁿ)`.
 #[derive(Debug, Clone)]
@@ -95,6 +108,28 @@ mod tests {
         }
         // A certificate whose end is before its start renews at once.
         assert_eq!(renew_at_with(end, start, 0.5), end);
+    }
+
+    #[test]
+    fn renewal_counts_the_lifetime_from_receipt_not_from_a_backdated_not_before() {
+        let received = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        // A 10-second SVID backdated by 10 s: half of what is left after receipt.
+        let (not_before, not_after) = (
+            received - Duration::from_secs(10),
+            received + Duration::from_secs(10),
+        );
+        for _ in 0..1000 {
+            let at = renew_at_received(not_before, not_after, received);
+            assert!(
+                at >= received + Duration::from_millis(4500)
+                    && at <= received + Duration::from_millis(5500),
+                "{at:?}"
+            );
+        }
+        // A NotBefore after receipt (the server's clock ahead) counts from NotBefore.
+        let late = received + Duration::from_secs(4);
+        let at = renew_at_received(late, late + Duration::from_secs(100), received);
+        assert!(at >= late + Duration::from_secs(45));
     }
 
     #[test]
