@@ -335,27 +335,6 @@ impl NodeService {
             .index
             .parents_of(&agent.spiffe_id, &agent.selectors)
     }
-
-    /// The entry `id` if `agent` may serve it now.
-    fn authorized_entry(
-        &self,
-        parents: &BTreeSet<SpiffeId>,
-        id: &str,
-    ) -> Result<RegistrationEntry, Status> {
-        let id = parse_entry_id(id)?;
-        match self.state.index.get(&id) {
-            Some(entry)
-                if parents.contains(entry.parent_id())
-                    && !entry.is_expired(self.state.clock.now()) =>
-            {
-                Ok(entry)
-            }
-            // Unknown and unauthorized look the same, so an agent learns nothing of others' entries.
-            _ => Err(Status::permission_denied(format!(
-                "entry `{id}` is not one this agent may serve"
-            ))),
-        }
-    }
 }
 
 #[tonic::async_trait]
@@ -471,50 +450,23 @@ impl pb::node_server::Node for NodeService {
         request: Request<pb::BatchNewX509SvidRequest>,
     ) -> Result<Response<pb::BatchNewX509SvidResponse>, Status> {
         let agent = self.caller(peer(&request)).await?;
-        let params = &request.get_ref().params;
-        if params.len() > MAX_SVID_BATCH {
+        if request.get_ref().params.len() > MAX_SVID_BATCH {
             return Err(invalid(
                 "params",
-                format!("at most {MAX_SVID_BATCH} per call, got {}", params.len()),
+                format!(
+                    "at most {MAX_SVID_BATCH} per call, got {}",
+                    request.get_ref().params.len()
+                ),
             ));
         }
         let parents = self.authorized_parents(&agent);
-        let mut results = Vec::with_capacity(params.len());
-        for param in params {
-            let minted = self
-                .authorized_entry(&parents, &param.entry_id)
-                .and_then(|entry| {
-                    let svid_request = X509SvidRequest {
-                        spiffe_id: entry.spiffe_id().clone(),
-                        dns_names: entry.dns_names().to_vec(),
-                        ttl: Some(entry.x509_svid_ttl()),
-                    };
-                    self.state
-                        .authority
-                        .ca
-                        .mint_x509_svid_from_csr(&param.csr, &svid_request)
-                        .map_err(ca_status)
-                });
-            results.push(match minted {
-                Ok(svid) => {
-                    self.state.metrics.signed("x509");
-                    pb::X509SvidResult {
-                        entry_id: param.entry_id.clone(),
-                        code: 0,
-                        message: String::new(),
-                        expires_at: unix_seconds(svid.not_after),
-                        cert_chain: svid.cert_chain,
-                    }
-                }
-                Err(status) => pb::X509SvidResult {
-                    entry_id: param.entry_id.clone(),
-                    code: status.code() as i32,
-                    message: status.message().to_owned(),
-                    cert_chain: Vec::new(),
-                    expires_at: 0,
-                },
-            });
-        }
+        let params = request.into_inner().params;
+        // Signing is CPU work (a CSR verification and a signature, ~75 µs each): done off the
+        // async workers, so a large batch never delays the pushes and calls of other agents.
+        let state = self.state.clone();
+        let results = tokio::task::spawn_blocking(move || mint_batch(&state, &parents, &params))
+            .await
+            .map_err(|e| Status::internal(format!("the signing task failed: {e}")))?;
         Ok(Response::new(pb::BatchNewX509SvidResponse { results }))
     }
 
@@ -530,7 +482,11 @@ impl pb::node_server::Node for NodeService {
                 "at least one non-empty audience is required",
             ));
         }
-        let entry = self.authorized_entry(&self.authorized_parents(&agent), &request.entry_id)?;
+        let entry = authorized_entry(
+            &self.state,
+            &self.authorized_parents(&agent),
+            &request.entry_id,
+        )?;
         let svid_request = JwtSvidRequest::new(entry.spiffe_id().clone(), request.audience)
             .with_ttl(entry.jwt_svid_ttl());
         let svid = self
@@ -546,6 +502,71 @@ impl pb::node_server::Node for NodeService {
             expires_at: unix_seconds(svid.expires_at),
         }))
     }
+}
+
+/// The entry `id` if an agent whose authorized parents are `parents` may serve it now.
+fn authorized_entry(
+    state: &ServerState,
+    parents: &BTreeSet<SpiffeId>,
+    id: &str,
+) -> Result<RegistrationEntry, Status> {
+    let id = parse_entry_id(id)?;
+    match state.index.get(&id) {
+        Some(entry)
+            if parents.contains(entry.parent_id()) && !entry.is_expired(state.clock.now()) =>
+        {
+            Ok(entry)
+        }
+        // Unknown and unauthorized look the same, so an agent learns nothing of others' entries.
+        _ => Err(Status::permission_denied(format!(
+            "entry `{id}` is not one this agent may serve"
+        ))),
+    }
+}
+
+/// Mints one X509-SVID per (entry, CSR), each with its own result. Blocking: run it off the
+/// async workers.
+fn mint_batch(
+    state: &ServerState,
+    parents: &BTreeSet<SpiffeId>,
+    params: &[pb::X509SvidParams],
+) -> Vec<pb::X509SvidResult> {
+    params
+        .iter()
+        .map(|param| {
+            let minted = authorized_entry(state, parents, &param.entry_id).and_then(|entry| {
+                let svid_request = X509SvidRequest {
+                    spiffe_id: entry.spiffe_id().clone(),
+                    dns_names: entry.dns_names().to_vec(),
+                    ttl: Some(entry.x509_svid_ttl()),
+                };
+                state
+                    .authority
+                    .ca
+                    .mint_x509_svid_from_csr(&param.csr, &svid_request)
+                    .map_err(ca_status)
+            });
+            match minted {
+                Ok(svid) => {
+                    state.metrics.signed("x509");
+                    pb::X509SvidResult {
+                        entry_id: param.entry_id.clone(),
+                        code: 0,
+                        message: String::new(),
+                        expires_at: unix_seconds(svid.not_after),
+                        cert_chain: svid.cert_chain,
+                    }
+                }
+                Err(status) => pb::X509SvidResult {
+                    entry_id: param.entry_id.clone(),
+                    code: status.code() as i32,
+                    message: status.message().to_owned(),
+                    cert_chain: Vec::new(),
+                    expires_at: 0,
+                },
+            }
+        })
+        .collect()
 }
 
 /// One agent's entry stream.
@@ -714,9 +735,25 @@ impl EntryStream {
                 return Ok(());
             }
         }
-        let (puts, mut removed) = self.classify(&update.changed, parents);
-        // Only tell the agent to drop what it has.
-        removed.retain(|id| sent.remove(id).is_some());
+        // Only the entries under this agent's parents, as the index grouped them.
+        let puts: Vec<RegistrationEntry> = parents
+            .iter()
+            .filter_map(|p| update.puts_by_parent.get(p))
+            .flatten()
+            .cloned()
+            .collect();
+        let kept: std::collections::HashSet<&EntryId> =
+            puts.iter().map(RegistrationEntry::id).collect();
+        // Everything else that changed and that the agent holds was deleted or moved away.
+        let removed: Vec<EntryId> = update
+            .changed
+            .iter()
+            .filter(|id| !kept.contains(id) && sent.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in &removed {
+            sent.remove(id);
+        }
         for entry in &puts {
             sent.insert(entry.id().clone(), entry.revision());
         }
