@@ -22,14 +22,6 @@ impl Agent {
     /// Starts an agent for `server`, attesting with a fresh join token for `agent_id` (a path
     /// under /lanyard/agent/), and waits until its Workload API socket exists.
     pub fn start(server: &Server, agent_id: &str) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let dir = tmp.path().to_owned();
-        let bundle = dir.join("bundle.json");
-        std::fs::write(
-            &bundle,
-            server.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
-        )
-        .expect("bundle");
         let token = server
             .cli(&[
                 "token",
@@ -43,8 +35,27 @@ impl Agent {
             .as_str()
             .expect("token")
             .to_owned();
+        Self::start_attesting(server, &["--join-token", &token])
+    }
+
+    /// Starts an agent that attests with x509pop, proving the key of `cert` (PEM files).
+    pub fn start_x509pop(server: &Server, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        let cert = cert.display().to_string();
+        let key = key.display().to_string();
+        Self::start_attesting(server, &["--x509pop-cert", &cert, "--x509pop-key", &key])
+    }
+
+    fn start_attesting(server: &Server, attestor_args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let bundle = dir.join("bundle.json");
+        std::fs::write(
+            &bundle,
+            server.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
+        )
+        .expect("bundle");
         let socket = dir.join("agent.sock");
-        let args = vec![
+        let mut args = vec![
             "agent".to_owned(),
             "run".to_owned(),
             "--trust-domain".to_owned(),
@@ -57,9 +68,8 @@ impl Agent {
             dir.join("data").display().to_string(),
             "--trust-bundle".to_owned(),
             bundle.display().to_string(),
-            "--join-token".to_owned(),
-            token,
         ];
+        args.extend(attestor_args.iter().map(|a| (*a).to_owned()));
         let mut agent = Self {
             child: None,
             log: dir.join("agent.log"),

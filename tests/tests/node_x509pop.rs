@@ -31,6 +31,24 @@ impl NodeCa {
         }
     }
 
+    /// A node certificate with common name `cn`, written as PEM files into `dir`.
+    fn node_files(
+        &self,
+        cn: &str,
+        dir: &std::path::Path,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (cert_path, key_path) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
     /// A node certificate with common name `cn`; returns (chain DER, key PKCS#8 DER).
     fn node(&self, cn: &str) -> (Vec<Vec<u8>>, Vec<u8>) {
         let key = KeyPair::generate().unwrap();
@@ -214,4 +232,59 @@ async fn forged_x509pop_attempts_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+}
+
+#[test]
+fn a_real_agent_attests_with_x509pop_and_serves_node_alias_entries() {
+    let ca = NodeCa::new("node provisioning CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("nodes.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let server = Server::start_with(&["--x509pop-ca", ca_path.to_str().unwrap()]);
+    let alias = "spiffe://example.org/nodes/web-tier";
+    server
+        .cli(&[
+            "entry",
+            "create",
+            "--parent-id",
+            "spiffe://example.org/lanyard/server",
+            "--spiffe-id",
+            alias,
+            "--selector",
+            "x509pop:subject:cn:web-7",
+        ])
+        .ok();
+    let uid = rustix::process::getuid().as_raw();
+    server
+        .cli(&[
+            "entry",
+            "create",
+            "--parent-id",
+            alias,
+            "--spiffe-id",
+            "spiffe://example.org/web",
+            "--selector",
+            &format!("unix:uid:{uid}"),
+        ])
+        .ok();
+
+    let (cert, key) = ca.node_files("web-7", dir.path());
+    let agent = lanyard_e2e::agent_process::Agent::start_x509pop(&server, &cert, &key);
+    let fetched = lanyard_e2e::wait_for(
+        "an SVID through the node alias",
+        Duration::from_secs(60),
+        || {
+            let out = agent.cli(&["x509", "fetch", "--output", "json"]);
+            out.success.then(|| out.json())
+        },
+    );
+    assert_eq!(fetched["svids"][0]["spiffe_id"], "spiffe://example.org/web");
+    let agents = server.cli(&["agent", "list", "--output", "json"]).json();
+    assert_eq!(agents[0]["attestation_type"], "x509pop");
+    assert!(
+        agents[0]["spiffe_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("spiffe://example.org/lanyard/agent/x509pop/")
+    );
 }

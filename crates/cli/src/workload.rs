@@ -175,31 +175,58 @@ pub(crate) async fn x509_fetch(args: X509FetchArgs, opts: &SocketOpts) -> anyhow
 }
 
 pub(crate) async fn x509_watch(args: X509WatchArgs, opts: &SocketOpts) -> anyhow::Result<()> {
-    let mut updates = opts.client().await?.watch_x509_context().await?;
+    // Like every SPIFFE client: while the agent is away or has no identity for us yet, retry
+    // with backoff; only a request the agent calls malformed is final.
+    let mut backoff = Duration::from_millis(100);
     loop {
-        let context = tokio::select! {
-            next = updates.next() => next?,
+        let attempt = async {
+            let mut updates = opts.client().await?.watch_x509_context().await?;
+            loop {
+                let context = updates.next().await?;
+                write_default(&context, &args.write)?;
+                run_after_write(&context, &args).await?;
+            }
+        };
+        let error: anyhow::Error = tokio::select! {
+            result = attempt => match result {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            },
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
-        write_default(&context, &args.write)?;
-        let first = context
-            .svids
-            .first()
-            .map(|s| s.spiffe_id.to_string())
-            .unwrap_or_default();
-        eprintln!("wrote {} to {}", first, args.write.display());
-        if let Some(command) = &args.exec {
-            let status = tokio::process::Command::new("sh")
-                .arg("-c")
-                .arg(command)
-                .status()
-                .await
-                .with_context(|| format!("cannot run `{command}`"))?;
-            if !status.success() {
-                eprintln!("`{command}` exited with {status}");
-            }
+        let invalid = error
+            .downcast_ref::<lanyard_workload::Error>()
+            .and_then(lanyard_workload::Error::status)
+            .is_some_and(|s| s.code() == tonic::Code::InvalidArgument);
+        if invalid {
+            return Err(error);
+        }
+        eprintln!("{error:#}; retrying in {backoff:?}");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// After a rewrite: says what was written and runs `--exec`.
+async fn run_after_write(context: &X509Context, args: &X509WatchArgs) -> anyhow::Result<()> {
+    let first = context
+        .svids
+        .first()
+        .map(|s| s.spiffe_id.to_string())
+        .unwrap_or_default();
+    eprintln!("wrote {} to {}", first, args.write.display());
+    if let Some(command) = &args.exec {
+        let status = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .status()
+            .await
+            .with_context(|| format!("cannot run `{command}`"))?;
+        if !status.success() {
+            eprintln!("`{command}` exited with {status}");
         }
     }
+    Ok(())
 }
 
 pub(crate) async fn jwt_fetch(args: JwtFetchArgs, opts: &SocketOpts) -> anyhow::Result<()> {
