@@ -11,12 +11,16 @@ use lanyard_core::SelectorSet;
 
 /// The caller's process credentials, as the kernel reported them for the connection
 /// (`SO_PEERCRED`): the values at `connect(2)` time, which the caller cannot forge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub struct PeerCredentials {
     /// The caller's pid; `None` where the platform does not report one.
     pub pid: Option<i32>,
     pub uid: u32,
     pub gid: u32,
+    /// A pidfd for `pid`, opened when the connection was accepted. It keeps naming that process
+    /// even if it exits and the pid is reused, so an attestor can refuse a pid that changed hands
+    /// while it read `/proc`. `None` if it could not be opened (the process already exited).
+    pub pidfd: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 /// Why a caller could not be attested. The Workload API answers every one of these with
@@ -125,7 +129,7 @@ mod fake {
     impl CallerAttestor for FakeAttestor {
         async fn attest(&self, caller: &PeerCredentials) -> Result<SelectorSet, AttestError> {
             let mut state = self.lock();
-            state.seen.push(*caller);
+            state.seen.push(caller.clone());
             state.selectors.clone().ok_or(AttestError::Attestor {
                 attestor: "fake",
                 reason: "told to fail".into(),

@@ -64,7 +64,7 @@ pub struct WorkloadServer<S, A> {
 }
 
 /// What the handlers learn about a connection: the caller's credentials, read at accept.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct CallerInfo(pub(crate) Option<PeerCredentials>);
 
 /// An accepted connection: the authority adapter over the socket, plus the caller's credentials.
@@ -240,6 +240,18 @@ impl<S: IdentitySource, A: CallerAttestor> WorkloadServer<S, A> {
     }
 }
 
+/// A pidfd for `pid`, taken at accept so that a later reuse of the pid is detectable.
+fn open_pidfd(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid)?;
+    match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot open a pidfd for a Workload API caller");
+            None
+        }
+    }
+}
+
 // === impl Connection ===
 
 impl Connection {
@@ -250,6 +262,7 @@ impl Connection {
                 pid: cred.pid(),
                 uid: cred.uid(),
                 gid: cred.gid(),
+                pidfd: cred.pid().and_then(open_pidfd).map(std::sync::Arc::new),
             }),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the peer credentials of a Workload API connection");
@@ -281,7 +294,7 @@ impl Connected for Connection {
     type ConnectInfo = CallerInfo;
 
     fn connect_info(&self) -> CallerInfo {
-        CallerInfo(self.credentials)
+        CallerInfo(self.credentials.clone())
     }
 }
 

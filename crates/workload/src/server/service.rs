@@ -56,7 +56,7 @@ impl<S: IdentitySource, A: CallerAttestor> WorkloadService<S, A> {
         let credentials = request
             .extensions()
             .get::<CallerInfo>()
-            .and_then(|info| info.0);
+            .and_then(|info| info.0.clone());
         let Some(credentials) = credentials else {
             return Err(status::no_credentials());
         };
