@@ -31,32 +31,32 @@ impl NodeCa {
         }
     }
 
-    /// A node certificate with common name `cn`, written as PEM files into `dir`.
-    fn node_files(
-        &self,
-        cn: &str,
-        dir: &std::path::Path,
-    ) -> (std::path::PathBuf, std::path::PathBuf) {
+    /// A node certificate with common name `cn`, signed by this CA, and its key.
+    fn issue(&self, cn: &str) -> (rcgen::Certificate, KeyPair) {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, cn);
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (params.signed_by(&key, &self.issuer).unwrap(), key)
+    }
+
+    /// A node certificate written as PEM files into `dir`; returns (certificate, key) paths.
+    fn node_files(
+        &self,
+        cn: &str,
+        dir: &std::path::Path,
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (cert, key) = self.issue(cn);
         let (cert_path, key_path) = (dir.join(format!("{cn}.pem")), dir.join(format!("{cn}.key")));
         std::fs::write(&cert_path, cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
         (cert_path, key_path)
     }
 
-    /// A node certificate with common name `cn`; returns (chain DER, key PKCS#8 DER).
+    /// A node certificate; returns (chain DER, key PKCS#8 DER).
     fn node(&self, cn: &str) -> (Vec<Vec<u8>>, Vec<u8>) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (cert, key) = self.issue(cn);
         (vec![cert.der().to_vec()], key.serialize_der())
     }
 }
