@@ -272,8 +272,11 @@ fn ensure_grpcio() {
         return;
     }
     let install = output_within(
-        Command::new("python3")
+        // flock: the workload crate's Python test may be installing the same packages right now.
+        Command::new("flock")
             .args([
+                "/tmp/lanyard-pip-install.lock",
+                "python3",
                 "-m",
                 "pip",
                 "install",

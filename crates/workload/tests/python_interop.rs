@@ -44,8 +44,11 @@ async fn ensure_grpcio() {
     if run(&mut probe()).await.status.success() {
         return;
     }
-    let install = run(Command::new("python3")
+    // flock: the end-to-end Python test may be installing the same packages right now.
+    let install = run(Command::new("flock")
         .args([
+            "/tmp/lanyard-pip-install.lock",
+            "python3",
             "-m",
             "pip",
             "install",
