@@ -100,8 +100,7 @@ impl SocketOpts {
 fn expiry(chain: &[Vec<u8>]) -> Option<SystemTime> {
     let leaf = chain.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
-    let secs = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+    Some(lanyard_core::x509::validity(&cert).1)
 }
 
 fn in_how_long(at: Option<SystemTime>) -> String {

@@ -449,7 +449,9 @@ impl AnchorLimits {
     }
 }
 
-fn validity(cert: &X509Certificate<'_>) -> (SystemTime, SystemTime) {
+/// A certificate's (`notBefore`, `notAfter`) as `SystemTime`s. Shared by every crate that reads
+/// certificates with x509-parser, so dates convert one way everywhere.
+pub fn validity(cert: &X509Certificate<'_>) -> (SystemTime, SystemTime) {
     let validity = cert.validity();
     (
         to_system_time(validity.not_before.timestamp()),

@@ -298,6 +298,32 @@ fn missing_counter(name: &'static str) -> Error {
 
 /// Validates a page size and token; returns the LIMIT to use (one more than the page, to learn
 /// whether another page follows), or `None` for no limit.
+/// `SELECT COUNT(*)` of a whole table.
+async fn count_rows(store: &SqlStore, table: &'static str) -> Result<u64> {
+    let row = store
+        .pool
+        .fetch_optional(Stmt::new(format!("SELECT COUNT(*) FROM {table}")))
+        .await?;
+    let n: i64 = match row {
+        Some(row) => row.get(0)?,
+        None => 0,
+    };
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Parses a page token this store issued (the key of the last item of the previous page).
+fn page_after<T>(page: &PageRequest, parse: impl FnOnce(&str) -> Option<T>) -> Result<Option<T>> {
+    page.token
+        .as_deref()
+        .map(|token| {
+            parse(token).ok_or_else(|| Error::InvalidArgument {
+                field: "page_token",
+                reason: "not a token this store issued".to_owned(),
+            })
+        })
+        .transpose()
+}
+
 fn page_limit(page: &PageRequest) -> Option<i64> {
     (page.size > 0).then(|| i64::from(page.size) + 1)
 }

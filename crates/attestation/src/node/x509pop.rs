@@ -278,7 +278,7 @@ impl X509PopVerifier {
         for (index, der) in config.roots.into_iter().enumerate() {
             let bad = |reason: String| X509PopError::BadRoot { index, reason };
             let cert = parse_certificate(index, &der).map_err(|e| bad(e.to_string()))?;
-            let (not_before, not_after) = validity(&cert);
+            let (not_before, not_after) = lanyard_core::x509::validity(&cert);
             webpki::anchor_from_trusted_cert(&CertificateDer::from(der.as_slice()))
                 .map_err(|e| bad(format!("{e:?}")))?;
             roots.push(Root {
@@ -310,7 +310,7 @@ impl X509PopVerifier {
         check_leaf(&leaf)?;
 
         let now = self.clock.now();
-        let (not_before, not_after) = validity(&leaf);
+        let (not_before, not_after) = lanyard_core::x509::validity(&leaf);
         if now < not_before {
             return Err(X509PopError::LeafNotYetValid { not_before });
         }
@@ -776,25 +776,6 @@ fn certificates_from_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, X509PopError> {
         return Err(X509PopError::EmptyChain);
     }
     Ok(chain)
-}
-
-fn validity(cert: &X509Certificate<'_>) -> (SystemTime, SystemTime) {
-    let validity = cert.validity();
-    (
-        to_system_time(validity.not_before.timestamp()),
-        to_system_time(validity.not_after.timestamp()),
-    )
-}
-
-fn to_system_time(unix_seconds: i64) -> SystemTime {
-    let magnitude = Duration::from_secs(unix_seconds.unsigned_abs());
-    if unix_seconds >= 0 {
-        UNIX_EPOCH.checked_add(magnitude)
-    } else {
-        UNIX_EPOCH.checked_sub(magnitude)
-    }
-    // X.509 dates stop at year 9999, which SystemTime holds on every platform lanyard runs on.
-    .unwrap_or(UNIX_EPOCH)
 }
 
 /// Accepts any extended key usage: node certificates come from many PKIs, and SPIRE does not

@@ -94,15 +94,7 @@ pub(super) async fn get(store: &SqlStore, id: &SpiffeId) -> Result<Option<Attest
 }
 
 pub(super) async fn count(store: &SqlStore) -> Result<u64> {
-    let row = store
-        .pool
-        .fetch_optional(Stmt::new("SELECT COUNT(*) FROM agents"))
-        .await?;
-    let n: i64 = match row {
-        Some(row) => row.get(0)?,
-        None => 0,
-    };
-    Ok(u64::try_from(n).unwrap_or(0))
+    super::count_rows(store, "agents").await
 }
 
 pub(super) async fn list(
@@ -110,16 +102,7 @@ pub(super) async fn list(
     filter: &AgentFilter,
     page: &PageRequest,
 ) -> Result<Page<AttestedAgent>> {
-    let after = page
-        .token
-        .as_deref()
-        .map(|token| {
-            SpiffeId::parse(token).map_err(|_| Error::InvalidArgument {
-                field: "page_token",
-                reason: "not a token this store issued".to_owned(),
-            })
-        })
-        .transpose()?;
+    let after = super::page_after(page, |token| SpiffeId::parse(token).ok())?;
 
     let mut stmt = Stmt::new(format!("SELECT {COLUMNS} FROM agents WHERE 1 = 1"));
     if let Some(banned) = filter.banned {

@@ -288,15 +288,7 @@ pub(super) async fn get(store: &SqlStore, id: &EntryId) -> Result<Option<Registr
 }
 
 pub(super) async fn count(store: &SqlStore) -> Result<u64> {
-    let row = store
-        .pool
-        .fetch_optional(Stmt::new("SELECT COUNT(*) FROM entries"))
-        .await?;
-    let n: i64 = match row {
-        Some(row) => row.get(0)?,
-        None => 0,
-    };
-    Ok(u64::try_from(n).unwrap_or(0))
+    super::count_rows(store, "entries").await
 }
 
 pub(super) async fn list(
@@ -304,16 +296,7 @@ pub(super) async fn list(
     filter: &EntryFilter,
     page: &PageRequest,
 ) -> Result<Page<RegistrationEntry>> {
-    let after = page
-        .token
-        .as_deref()
-        .map(|token| {
-            EntryId::new(token).map_err(|_| Error::InvalidArgument {
-                field: "page_token",
-                reason: "not a token this store issued".to_owned(),
-            })
-        })
-        .transpose()?;
+    let after = super::page_after(page, |token| EntryId::new(token).ok())?;
 
     let mut stmt = Stmt::new(format!("SELECT {COLUMNS} FROM entries e WHERE 1 = 1"));
     if let Some(id) = &filter.spiffe_id {
