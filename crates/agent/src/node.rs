@@ -13,9 +13,7 @@ use hyper_util::rt::TokioIo;
 use lanyard_core::{SharedClock, SpiffeId};
 use lanyard_proto::node::node_client::NodeClient;
 use lanyard_tls::{Authorizer, BundleHandle, SpiffeServerVerifier, SvidHandle};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{ServerName, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
@@ -94,17 +92,7 @@ impl Connector {
                 lanyard_tls::client_config(verifier, svid)?
             }
             ChannelKind::InsecureAttest => {
-                let mut config =
-                    rustls::ClientConfig::builder_with_provider(lanyard_tls::provider())
-                        .with_safe_default_protocol_versions()
-                        .map_err(lanyard_tls::TlsError::Config)?
-                        .dangerous()
-                        .with_custom_certificate_verifier(Arc::new(
-                            danger::InsecureBootstrapVerifier::new(self.server_id.clone()),
-                        ))
-                        .with_no_client_auth();
-                config.alpn_protocols = vec![b"h2".to_vec()];
-                config
+                lanyard_tls::danger::insecure_bootstrap_client_config(self.server_id.clone())?
             }
         };
         config.time_provider = Arc::new(ClockTime(self.clock.clone()));
@@ -159,83 +147,4 @@ pub(crate) fn is_rejection(status: &tonic::Status) -> bool {
         status.code(),
         tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
     )
-}
-
-/// Insecure switches live here, as rustls keeps them.
-pub(crate) mod danger {
-    use super::*;
-
-    /// Accepts a server certificate without checking its chain: only that its leaf is an X509-SVID
-    /// for the server's SPIFFE ID and that the server holds the leaf's key (the handshake
-    /// signature). Used for the first attestation under `insecure_bootstrap` only.
-    #[derive(Debug)]
-    pub(crate) struct InsecureBootstrapVerifier {
-        server_id: SpiffeId,
-        provider: Arc<rustls::crypto::CryptoProvider>,
-    }
-
-    impl InsecureBootstrapVerifier {
-        pub(crate) fn new(server_id: SpiffeId) -> Self {
-            Self {
-                server_id,
-                provider: lanyard_tls::provider(),
-            }
-        }
-    }
-
-    impl ServerCertVerifier for InsecureBootstrapVerifier {
-        fn verify_server_cert(
-            &self,
-            end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp_response: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            let id = lanyard_core::check_x509_svid_leaf(end_entity.as_ref())
-                .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
-            if id != self.server_id {
-                return Err(rustls::Error::General(format!(
-                    "the server presented {id}, not {}",
-                    self.server_id
-                )));
-            }
-            tracing::warn!("insecure_bootstrap: trusting the server's certificate unverified");
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.provider.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.provider.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.provider
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
 }

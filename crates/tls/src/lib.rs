@@ -425,3 +425,79 @@ impl ClientCertVerifier for SpiffeClientVerifier {
             .supported_schemes()
     }
 }
+
+/// Switches that weaken verification, kept apart and named so, as rustls does.
+pub mod danger {
+    use super::*;
+
+    /// Development only (`insecure_bootstrap`): a client config that accepts a server certificate
+    /// without checking its chain, only that its leaf is an X509-SVID for `server_id` and that
+    /// the server holds the leaf's key (the handshake signature).
+    pub fn insecure_bootstrap_client_config(
+        server_id: SpiffeId,
+    ) -> Result<rustls::ClientConfig, TlsError> {
+        let verifier = InsecureBootstrapVerifier {
+            server_id,
+            provider: provider(),
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+
+    #[derive(Debug)]
+    struct InsecureBootstrapVerifier {
+        server_id: SpiffeId,
+        provider: Arc<CryptoProvider>,
+    }
+
+    impl ServerCertVerifier for InsecureBootstrapVerifier {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            let id = lanyard_core::x509::check_x509_svid_leaf(end_entity.as_ref())
+                .map_err(|e| rustls::Error::General(format!("server certificate: {e}")))?;
+            if id != self.server_id {
+                return Err(rustls::Error::General(format!(
+                    "the server presented {id}, not {}",
+                    self.server_id
+                )));
+            }
+            tracing::warn!("insecure_bootstrap: trusting the server's certificate unverified");
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12(&self.provider, message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13(&self.provider, message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+}
