@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use lanyard_core::{EntryId, RegistrationEntry, SpiffeId, TrustDomain};
 
 use crate::{
-    AgentFilter, AgentInfo, AttestedAgent, Backend, BundleRecord, BundleWrite, CaJournal,
-    EntryChanges, EntryFilter, Event, JoinTokenGrant, Page, PageRequest, Result,
+    AgentFilter, AgentInfo, AgentRenewal, AttestedAgent, Backend, BundleRecord, BundleWrite,
+    CaJournal, EntryChanges, EntryFilter, Event, JoinTokenGrant, Page, PageRequest, Result,
 };
 
 /// The server's durable state. Every method that writes is one transaction: it happens entirely
@@ -88,9 +88,19 @@ pub trait DataStore: Send + Sync + fmt::Debug {
     /// Records a newly attested agent (not banned). `AlreadyExists` if its SPIFFE ID is known.
     async fn create_agent(&self, agent: &AgentInfo) -> Result<AttestedAgent>;
 
-    /// Replaces the attestation type, SVID serial, expiry and selectors of a known agent (after
-    /// re-attestation or SVID renewal). Leaves `banned` alone.
+    /// Replaces the attestation type, SVID serial, expiry and selectors of a known agent after it
+    /// attested again, and forgets any pending renewed serial: every SVID issued before is
+    /// refused from then on. Leaves `banned` alone.
     async fn update_agent(&self, agent: &AgentInfo) -> Result<AttestedAgent>;
+
+    /// Records a renewed agent SVID as pending, if the agent renewed with its current serial and
+    /// is not banned (`Conflict` otherwise). The current serial stays accepted until
+    /// [`promote_agent_serial`](Self::promote_agent_serial).
+    async fn renew_agent(&self, renewal: &AgentRenewal) -> Result<AttestedAgent>;
+
+    /// Makes the pending serial current if it is `serial`, retiring the old one; false if the
+    /// pending serial is not `serial` (already promoted by a concurrent call, or replaced).
+    async fn promote_agent_serial(&self, id: &SpiffeId, serial: &str) -> Result<bool>;
 
     async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AttestedAgent>>;
 
@@ -124,8 +134,9 @@ pub trait DataStore: Send + Sync + fmt::Debug {
     /// succeeds. Errors: `JoinTokenNotFound`, `JoinTokenUsed`, `JoinTokenExpired`.
     async fn consume_join_token(&self, token: &str) -> Result<JoinTokenGrant>;
 
-    /// Removes tokens that have expired (used or not); returns how many.
-    async fn prune_join_tokens(&self) -> Result<u64>;
+    /// Removes tokens that have expired (used or not) and tokens used before `used_before`;
+    /// returns how many.
+    async fn prune_join_tokens(&self, used_before: std::time::SystemTime) -> Result<u64>;
 
     // --- bundles ---
 
@@ -169,4 +180,7 @@ pub trait DataStore: Send + Sync + fmt::Debug {
 
     /// Events with an id above `after_id`, oldest first, at most `limit` (0: no limit).
     async fn list_events(&self, after_id: u64, limit: u32) -> Result<Vec<Event>>;
+
+    /// Removes events written before `before`; returns how many. Ids are never reused.
+    async fn prune_events(&self, before: std::time::SystemTime) -> Result<u64>;
 }

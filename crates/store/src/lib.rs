@@ -25,8 +25,8 @@ mod sql;
 pub use datastore::DataStore;
 pub use error::{Error, Result};
 pub use model::{
-    AgentFilter, AgentInfo, AttestedAgent, Backend, BundleRecord, BundleWrite, CaJournal,
-    EntryChange, EntryChanges, EntryFilter, Event, JoinTokenGrant, Page, PageRequest,
+    AgentFilter, AgentInfo, AgentRenewal, AttestedAgent, Backend, BundleRecord, BundleWrite,
+    CaJournal, EntryChange, EntryChanges, EntryFilter, Event, JoinTokenGrant, Page, PageRequest,
     SelectorFilter, SelectorMatch,
 };
 pub use sql::{StoreConfig, connect, open};

@@ -96,12 +96,28 @@ pub struct AgentInfo {
     pub selectors: SelectorSet,
 }
 
+/// A renewed agent SVID, recorded as pending until the agent presents it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRenewal {
+    pub spiffe_id: SpiffeId,
+    /// The serial of the SVID the agent renewed with; it must be the record's current serial.
+    pub presented_serial: String,
+    /// The serial of the renewed SVID.
+    pub new_serial: String,
+    /// When the renewed SVID expires.
+    pub expires_at: SystemTime,
+}
+
 /// An attested agent as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttestedAgent {
     pub spiffe_id: SpiffeId,
     pub attestation_type: String,
+    /// The serial of the agent SVID the server accepts.
     pub serial: String,
+    /// The serial of a renewed SVID the agent has not presented yet, also accepted; the first call
+    /// with it makes it [`serial`](Self::serial).
+    pub new_serial: Option<String>,
     pub expires_at: SystemTime,
     pub selectors: SelectorSet,
     /// A banned agent keeps its record so that it cannot attest again; evicting (deleting) the

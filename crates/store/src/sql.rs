@@ -16,8 +16,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use crate::db::{Pool, Stmt};
 use crate::{
-    AgentFilter, AgentInfo, AttestedAgent, Backend, BundleRecord, BundleWrite, CaJournal,
-    DataStore, EntryChanges, EntryFilter, Error, Event, JoinTokenGrant, Page, PageRequest, Result,
+    AgentFilter, AgentInfo, AgentRenewal, AttestedAgent, Backend, BundleRecord, BundleWrite,
+    CaJournal, DataStore, EntryChanges, EntryFilter, Error, Event, JoinTokenGrant, Page,
+    PageRequest, Result,
 };
 
 mod agents;
@@ -44,12 +45,20 @@ pub struct StoreConfig {
 
 /// The migrations, in order: (version, description, SQLite SQL, PostgreSQL SQL). A released
 /// migration is never edited (sqlx checks checksums); changes go in a new one.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/sqlite/0001_initial.sql"),
-    include_str!("../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/sqlite/0001_initial.sql"),
+        include_str!("../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "agent serials",
+        include_str!("../migrations/sqlite/0002_agent_serials.sql"),
+        include_str!("../migrations/postgres/0002_agent_serials.sql"),
+    ),
+];
 
 /// The store: a pool and a clock.
 pub(crate) struct SqlStore {
@@ -409,6 +418,14 @@ impl DataStore for SqlStore {
         agents::update(self, agent).await
     }
 
+    async fn renew_agent(&self, renewal: &AgentRenewal) -> Result<AttestedAgent> {
+        agents::renew(self, renewal).await
+    }
+
+    async fn promote_agent_serial(&self, id: &SpiffeId, serial: &str) -> Result<bool> {
+        agents::promote(self, id, serial).await
+    }
+
     async fn get_agent(&self, id: &SpiffeId) -> Result<Option<AttestedAgent>> {
         agents::get(self, id).await
     }
@@ -446,8 +463,8 @@ impl DataStore for SqlStore {
         tokens::consume(self, token).await
     }
 
-    async fn prune_join_tokens(&self) -> Result<u64> {
-        tokens::prune(self).await
+    async fn prune_join_tokens(&self, used_before: SystemTime) -> Result<u64> {
+        tokens::prune(self, used_before).await
     }
 
     async fn set_bundle(
@@ -495,6 +512,10 @@ impl DataStore for SqlStore {
 
     async fn list_events(&self, after_id: u64, limit: u32) -> Result<Vec<Event>> {
         events::list(self, after_id, limit).await
+    }
+
+    async fn prune_events(&self, before: SystemTime) -> Result<u64> {
+        events::prune(self, before).await
     }
 }
 

@@ -7,13 +7,15 @@ use lanyard_core::{SelectorSet, SpiffeId};
 use super::{SqlStore, finish_page, page_limit};
 use crate::codec::{time_to_us, us_to_time};
 use crate::db::{Row, Stmt};
-use crate::{AgentFilter, AgentInfo, AttestedAgent, Error, Page, PageRequest, Result};
+use crate::{
+    AgentFilter, AgentInfo, AgentRenewal, AttestedAgent, Error, Page, PageRequest, Result,
+};
 
 const KIND: &str = "agent";
 
 /// The columns [`decode_row`] reads, in order.
 const COLUMNS: &str = "spiffe_id, attestation_type, serial, expires_at_us, banned, selectors, \
-    created_at_us, updated_at_us";
+    created_at_us, updated_at_us, new_serial";
 
 pub(super) async fn create(store: &SqlStore, agent: &AgentInfo) -> Result<AttestedAgent> {
     let now = time_to_us("now", store.now())?;
@@ -42,7 +44,8 @@ pub(super) async fn update(store: &SqlStore, agent: &AgentInfo) -> Result<Attest
     let now = time_to_us("now", store.now())?;
     let stmt = Stmt::new(format!(
         "UPDATE agents SET attestation_type = $2, serial = $3, expires_at_us = $4, \
-         selectors = $5, updated_at_us = $6 WHERE spiffe_id = $1 RETURNING {COLUMNS}"
+         selectors = $5, updated_at_us = $6, new_serial = NULL WHERE spiffe_id = $1 \
+         RETURNING {COLUMNS}"
     ))
     .bind(agent.spiffe_id.as_str())
     .bind(agent.attestation_type.as_str())
@@ -54,6 +57,49 @@ pub(super) async fn update(store: &SqlStore, agent: &AgentInfo) -> Result<Attest
         Some(row) => decode_row(&row),
         None => Err(not_found(&agent.spiffe_id)),
     }
+}
+
+pub(super) async fn renew(store: &SqlStore, renewal: &AgentRenewal) -> Result<AttestedAgent> {
+    let now = time_to_us("now", store.now())?;
+    // Only from the serial the caller presented: a renewal racing a re-attestation or another
+    // renewal must not resurrect a retired SVID.
+    let stmt = Stmt::new(format!(
+        "UPDATE agents SET new_serial = $3, expires_at_us = $4, updated_at_us = $5 \
+         WHERE spiffe_id = $1 AND serial = $2 AND banned = $6 RETURNING {COLUMNS}"
+    ))
+    .bind(renewal.spiffe_id.as_str())
+    .bind(renewal.presented_serial.as_str())
+    .bind(renewal.new_serial.as_str())
+    .bind(time_to_us("expires_at", renewal.expires_at)?)
+    .bind(now)
+    .bind(false);
+    match store.pool.fetch_optional(stmt).await? {
+        Some(row) => decode_row(&row),
+        None => Err(Error::Conflict {
+            kind: KIND,
+            key: renewal.spiffe_id.to_string(),
+            detail: "the presented SVID is not the agent's current one, or the agent is banned \
+                     or gone"
+                .to_owned(),
+        }),
+    }
+}
+
+pub(super) async fn promote(store: &SqlStore, id: &SpiffeId, serial: &str) -> Result<bool> {
+    let now = time_to_us("now", store.now())?;
+    let promoted = store
+        .pool
+        .execute(
+            Stmt::new(
+                "UPDATE agents SET serial = new_serial, new_serial = NULL, updated_at_us = $3 \
+                 WHERE spiffe_id = $1 AND new_serial = $2",
+            )
+            .bind(id.as_str())
+            .bind(serial)
+            .bind(now),
+        )
+        .await?;
+    Ok(promoted > 0)
 }
 
 pub(super) async fn ban(store: &SqlStore, id: &SpiffeId) -> Result<AttestedAgent> {
@@ -164,5 +210,6 @@ fn decode_row(row: &Row) -> Result<AttestedAgent> {
         selectors: serde_json::from_str(&selectors).map_err(|e| bad(format!("selectors: {e}")))?,
         created_at: time("created_at", row.get(6)?)?,
         updated_at: time("updated_at", row.get(7)?)?,
+        new_serial: row.get(8)?,
     })
 }

@@ -5,6 +5,8 @@
 //! then "after the last id it got" never skips an event that committed late (which ids from a
 //! sequence or AUTOINCREMENT would allow on PostgreSQL).
 
+use std::time::SystemTime;
+
 use super::{SqlStore, counter_value, missing_counter};
 use crate::codec::{time_to_us, u64_to_i64, us_to_time};
 use crate::db::{Row, Stmt};
@@ -82,4 +84,12 @@ fn decode_row(row: &Row) -> Result<Event> {
         created_at: us_to_time(created_at)
             .ok_or_else(|| bad("created_at: out of range".to_owned()))?,
     })
+}
+
+pub(super) async fn prune(store: &SqlStore, before: SystemTime) -> Result<u64> {
+    let before = time_to_us("before", before)?;
+    Ok(store
+        .pool
+        .execute(Stmt::new("DELETE FROM events WHERE created_at_us < $1").bind(before))
+        .await?)
 }

@@ -97,10 +97,15 @@ pub(super) async fn consume(store: &SqlStore, token: &str) -> Result<JoinTokenGr
     }
 }
 
-pub(super) async fn prune(store: &SqlStore) -> Result<u64> {
+pub(super) async fn prune(store: &SqlStore, used_before: SystemTime) -> Result<u64> {
     let now = time_to_us("now", store.now())?;
+    let used_before = time_to_us("used_before", used_before)?;
     Ok(store
         .pool
-        .execute(Stmt::new("DELETE FROM join_tokens WHERE expires_at_us <= $1").bind(now))
+        .execute(
+            Stmt::new("DELETE FROM join_tokens WHERE expires_at_us <= $1 OR used_at_us < $2")
+                .bind(now)
+                .bind(used_before),
+        )
         .await?)
 }

@@ -9,8 +9,8 @@ use lanyard_core::{
     Clock, DnsName, EntryId, EntrySpec, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain,
 };
 use lanyard_store::{
-    AgentFilter, AgentInfo, BundleWrite, EntryChange, EntryFilter, Error, PageRequest,
-    SelectorFilter, SelectorMatch,
+    AgentFilter, AgentInfo, AgentRenewal, BundleWrite, EntryChange, EntryFilter, Error,
+    PageRequest, SelectorFilter, SelectorMatch,
 };
 use serde_json::json;
 
@@ -862,6 +862,89 @@ pub(crate) async fn agent_lifecycle(ctx: Ctx) {
     assert!(!ctx.store.create_agent(&info).await.unwrap().banned);
 }
 
+pub(crate) async fn agent_serial_rotation(ctx: Ctx) {
+    let expires = ctx.clock.now() + Duration::from_secs(3600);
+    let info = agent(1, "join_token", expires);
+    let id = info.spiffe_id.clone();
+    assert_eq!(
+        ctx.store.create_agent(&info).await.unwrap().new_serial,
+        None
+    );
+    let renewal = AgentRenewal {
+        spiffe_id: id.clone(),
+        presented_serial: "1".to_owned(),
+        new_serial: "2".to_owned(),
+        expires_at: expires + Duration::from_secs(60),
+    };
+
+    // A renewal keeps the current serial and records the new one as pending.
+    let renewed = ctx.store.renew_agent(&renewal).await.unwrap();
+    assert_eq!(renewed.serial, "1");
+    assert_eq!(renewed.new_serial.as_deref(), Some("2"));
+    assert_eq!(renewed.expires_at, expires + Duration::from_secs(60));
+
+    // Renewing again from the current serial (the answer was lost) replaces the pending one.
+    let again = AgentRenewal {
+        new_serial: "3".to_owned(),
+        ..renewal.clone()
+    };
+    assert_eq!(
+        ctx.store
+            .renew_agent(&again)
+            .await
+            .unwrap()
+            .new_serial
+            .as_deref(),
+        Some("3")
+    );
+    // Only the pending serial is promoted, once.
+    assert!(!ctx.store.promote_agent_serial(&id, "2").await.unwrap());
+    assert!(ctx.store.promote_agent_serial(&id, "3").await.unwrap());
+    assert!(!ctx.store.promote_agent_serial(&id, "3").await.unwrap());
+    let promoted = ctx.store.get_agent(&id).await.unwrap().unwrap();
+    assert_eq!(promoted.serial, "3");
+    assert_eq!(promoted.new_serial, None);
+
+    // A renewal from a retired serial is refused and changes nothing.
+    assert!(matches!(
+        ctx.store.renew_agent(&renewal).await,
+        Err(Error::Conflict { kind: "agent", .. })
+    ));
+    assert_eq!(ctx.store.get_agent(&id).await.unwrap().unwrap(), promoted);
+
+    // Attesting again replaces the serial and forgets a pending one.
+    let pending = AgentRenewal {
+        presented_serial: "3".to_owned(),
+        new_serial: "4".to_owned(),
+        ..renewal.clone()
+    };
+    ctx.store.renew_agent(&pending).await.unwrap();
+    let reattested = ctx
+        .store
+        .update_agent(&AgentInfo {
+            serial: "5".to_owned(),
+            ..info.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (reattested.serial.as_str(), reattested.new_serial),
+        ("5", None)
+    );
+    assert!(!ctx.store.promote_agent_serial(&id, "4").await.unwrap());
+
+    // A banned agent cannot renew.
+    ctx.store.ban_agent(&id).await.unwrap();
+    let banned = AgentRenewal {
+        presented_serial: "5".to_owned(),
+        ..renewal
+    };
+    assert!(matches!(
+        ctx.store.renew_agent(&banned).await,
+        Err(Error::Conflict { .. })
+    ));
+}
+
 pub(crate) async fn agent_listing(ctx: Ctx) {
     let now = ctx.clock.now();
     for n in 0..12 {
@@ -1043,13 +1126,28 @@ pub(crate) async fn join_token_expiry_and_pruning(ctx: Ctx) {
 
     // Pruning at t0+30s removes "short" and "used", keeps "long".
     ctx.clock.advance(Duration::from_secs(20));
-    assert_eq!(ctx.store.prune_join_tokens().await.unwrap(), 2);
+    assert_eq!(ctx.store.prune_join_tokens(now).await.unwrap(), 2);
     assert!(matches!(
         ctx.store.consume_join_token("short").await,
         Err(Error::JoinTokenNotFound)
     ));
     assert!(ctx.store.consume_join_token("long").await.is_ok());
-    assert_eq!(ctx.store.prune_join_tokens().await.unwrap(), 0);
+    // "long" is used but not expired: kept while its use is recent, pruned once it is older than
+    // `used_before`.
+    assert_eq!(ctx.store.prune_join_tokens(now).await.unwrap(), 0);
+    assert!(matches!(
+        ctx.store.consume_join_token("long").await,
+        Err(Error::JoinTokenUsed)
+    ));
+    ctx.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        ctx.store.prune_join_tokens(ctx.clock.now()).await.unwrap(),
+        1
+    );
+    assert!(matches!(
+        ctx.store.consume_join_token("long").await,
+        Err(Error::JoinTokenNotFound)
+    ));
 }
 
 pub(crate) async fn join_token_stored_hashed(ctx: Ctx) {
@@ -1282,6 +1380,26 @@ pub(crate) async fn events_append_and_list(ctx: Ctx) {
         ctx.store.append_event("", &json!({})).await,
         Err(Error::InvalidArgument { .. })
     ));
+}
+
+pub(crate) async fn events_pruned_by_age(ctx: Ctx) {
+    let t0 = ctx.clock.now();
+    ctx.store.append_event("old", &json!(1)).await.unwrap();
+    ctx.clock.advance(Duration::from_secs(10));
+    ctx.store.append_event("new", &json!(2)).await.unwrap();
+    assert_eq!(ctx.store.prune_events(t0).await.unwrap(), 0);
+    assert_eq!(
+        ctx.store
+            .prune_events(t0 + Duration::from_secs(10))
+            .await
+            .unwrap(),
+        1
+    );
+    let left = ctx.store.list_events(0, 0).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!((left[0].id, left[0].kind.as_str()), (2, "new"));
+    // Ids are never reused after a prune.
+    assert_eq!(ctx.store.append_event("next", &json!(3)).await.unwrap(), 3);
 }
 
 pub(crate) async fn events_concurrent_appends(ctx: Ctx) {
