@@ -580,9 +580,17 @@ impl pb::admin_server::Admin for AdminService {
                 .delete_agent(&id)
                 .await
                 .map_err(store_status)?;
+            // Other servers on the same database end their streams when they read this.
+            self.state
+                .record(
+                    "agent.evicted",
+                    &serde_json::json!({ "agent": id.to_string() }),
+                )
+                .await;
             let _ = self.state.agent_revoked.send(crate::node::AgentRevoked {
                 spiffe_id: id,
-                reason: "evicted",
+                reason: crate::node::AgentRevocation::Evicted,
+                keep_serial: None,
             });
             self.state.refresh_gauges().await;
             Ok(pb::EvictAgentResponse {})
@@ -602,9 +610,17 @@ impl pb::admin_server::Admin for AdminService {
                 .ban_agent(&id)
                 .await
                 .map_err(store_status)?;
+            // Other servers on the same database end their streams when they read this.
+            self.state
+                .record(
+                    "agent.banned",
+                    &serde_json::json!({ "agent": id.to_string() }),
+                )
+                .await;
             let _ = self.state.agent_revoked.send(crate::node::AgentRevoked {
                 spiffe_id: id,
-                reason: "banned",
+                reason: crate::node::AgentRevocation::Banned,
+                keep_serial: None,
             });
             Ok(agent_to_proto(&agent))
         })

@@ -328,6 +328,14 @@ impl ServerState {
         }
     }
 
+    /// Appends an event to the datastore's log; a failure is logged, not returned, because the
+    /// action it records has already happened.
+    pub(crate) async fn record(&self, kind: &str, payload: &serde_json::Value) {
+        if let Err(e) = self.store.append_event(kind, payload).await {
+            tracing::error!(kind, error = %e, "cannot record an event");
+        }
+    }
+
     /// Updates the entry, agent and CA gauges from the datastore and the CA.
     pub(crate) async fn refresh_gauges(&self) {
         if let Ok(n) = self.store.count_entries().await {

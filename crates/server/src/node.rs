@@ -17,7 +17,7 @@ use lanyard_attestation::{
 use lanyard_ca::{JwtSvidRequest, X509SvidRequest};
 use lanyard_core::{EntryId, RegistrationEntry, SpiffeId};
 use lanyard_proto::node::{self as pb, node_server::NodeServer};
-use lanyard_store::{AgentInfo, AttestedAgent, DataStore};
+use lanyard_store::{AgentInfo, AgentRenewal, AttestedAgent, DataStore};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::admin::{ca_status, store_status};
 use crate::convert::{invalid, parse_entry_id};
 use crate::index::IndexUpdate;
-use crate::node_listener::PeerInfo;
+use crate::node_listener::{PeerInfo, serial_of};
 use crate::{ServerState, unix_seconds};
 
 /// Entries per message of a full set.
@@ -73,11 +73,25 @@ impl lanyard_attestation::TokenConsumer for StoreTokens<'_> {
     }
 }
 
-/// Something happened to an agent that must end its streams.
+/// Something happened to an agent that must end its open streams.
 #[derive(Debug, Clone)]
 pub(crate) struct AgentRevoked {
     pub(crate) spiffe_id: SpiffeId,
-    pub(crate) reason: &'static str,
+    pub(crate) reason: AgentRevocation,
+    /// Streams opened with the SVID of this serial stay open: the agent's current one.
+    pub(crate) keep_serial: Option<String>,
+}
+
+/// Why an agent's streams end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AgentRevocation {
+    Evicted,
+    Banned,
+    /// The node attested again: every SVID from before is dead.
+    Reattested,
+    /// The agent presented its renewed SVID: streams on the old one end, and the agent
+    /// reconnects with the new one (not a rejection: it need not attest again).
+    Renewed,
 }
 
 pub(crate) fn service(
@@ -100,12 +114,6 @@ fn peer<T>(request: &Request<T>) -> Option<&PeerInfo> {
     request.extensions().get::<PeerInfo>()
 }
 
-fn serial_of(leaf_der: &[u8]) -> String {
-    x509_parser::parse_x509_certificate(leaf_der)
-        .map(|(_, cert)| cert.tbs_certificate.raw_serial_as_string())
-        .unwrap_or_default()
-}
-
 pub(crate) fn entry_to_node_proto(entry: &RegistrationEntry) -> pb::Entry {
     let admin = crate::convert::entry_to_proto(entry);
     pb::Entry {
@@ -125,14 +133,45 @@ pub(crate) fn entry_to_node_proto(entry: &RegistrationEntry) -> pb::Entry {
     }
 }
 
+// === impl AgentRevoked ===
+
+impl AgentRevoked {
+    /// Whether this ends a stream opened by `agent` (as the caller check saw it).
+    fn ends(&self, agent: &AttestedAgent) -> bool {
+        self.spiffe_id == agent.spiffe_id && self.keep_serial.as_ref() != Some(&agent.serial)
+    }
+
+    /// What the stream's agent is told.
+    fn status(&self) -> Status {
+        let id = &self.spiffe_id;
+        match self.reason {
+            AgentRevocation::Evicted => {
+                Status::permission_denied(format!("agent {id} was evicted; attest again"))
+            }
+            AgentRevocation::Banned => Status::permission_denied(format!("agent {id} was banned")),
+            AgentRevocation::Reattested => Status::permission_denied(format!(
+                "agent {id} attested again; this stream's SVID is no longer valid"
+            )),
+            AgentRevocation::Renewed => Status::unavailable(format!(
+                "agent {id} uses a renewed SVID now; reconnect with it"
+            )),
+        }
+    }
+}
+
 // === impl NodeService ===
 
 impl NodeService {
-    /// The attested, unbanned agent on the other end of this call.
+    /// The attested, unbanned agent on the other end of this call, presenting the SVID its record
+    /// names: the current one, or a renewed one it now starts using (which retires the old).
+    /// Any other SVID with an agent's ID — from before a renewal, an eviction or a new
+    /// attestation, or never issued to an agent — is refused.
     async fn caller(&self, peer: Option<&PeerInfo>) -> Result<AttestedAgent, Status> {
-        let id = peer.and_then(|p| p.spiffe_id.clone()).ok_or_else(|| {
-            Status::unauthenticated("this call needs mTLS with an agent SVID; attest first")
-        })?;
+        let (id, serial) = peer
+            .and_then(|p| Some((p.spiffe_id.clone()?, p.serial.clone()?)))
+            .ok_or_else(|| {
+                Status::unauthenticated("this call needs mTLS with an agent SVID; attest first")
+            })?;
         if !id.is_member_of(&self.state.config.trust_domain)
             || !id.path().starts_with(AGENT_PATH_PREFIX)
         {
@@ -153,8 +192,45 @@ impl NodeService {
             Some(agent) if agent.banned => {
                 Err(Status::permission_denied(format!("agent {id} is banned")))
             }
-            Some(agent) => Ok(agent),
+            Some(agent) if agent.serial == serial => Ok(agent),
+            Some(agent) if agent.new_serial.as_deref() == Some(serial.as_str()) => {
+                self.promote(agent, serial).await
+            }
+            Some(_) => Err(Status::permission_denied(format!(
+                "this SVID of agent {id} is not its current one (renewed, or the node attested \
+                 again since); use the current SVID or attest again"
+            ))),
         }
+    }
+
+    /// The agent presents its renewed SVID for the first time: make it current, and end the
+    /// streams still open on the old one.
+    async fn promote(&self, agent: AttestedAgent, serial: String) -> Result<AttestedAgent, Status> {
+        let store = &self.state.store;
+        if !store
+            .promote_agent_serial(&agent.spiffe_id, &serial)
+            .await
+            .map_err(store_status)?
+        {
+            // Another call promoted it first, or the record moved on: decide on what is stored.
+            return match store.get_agent(&agent.spiffe_id).await.map_err(store_status)? {
+                Some(now) if !now.banned && now.serial == serial => Ok(now),
+                _ => Err(Status::permission_denied(format!(
+                    "this SVID of agent {} is not its current one; attest again",
+                    agent.spiffe_id
+                ))),
+            };
+        }
+        let _ = self.state.agent_revoked.send(AgentRevoked {
+            spiffe_id: agent.spiffe_id.clone(),
+            reason: AgentRevocation::Renewed,
+            keep_serial: Some(serial.clone()),
+        });
+        Ok(AttestedAgent {
+            serial,
+            new_serial: None,
+            ..agent
+        })
     }
 
     /// Records a refused attestation in the event log (which later feeds the audit log).
@@ -286,20 +362,25 @@ impl NodeService {
             expires_at: svid.not_after,
             selectors: selectors.clone(),
         };
+        let reattested = existing.is_some();
         let stored = match existing {
             Some(_) => self.state.store.update_agent(&info).await,
             None => self.state.store.create_agent(&info).await,
         };
         stored.map_err(store_status)?;
-        let payload = serde_json::json!({ "agent": agent_id.to_string(), "attestor": attestor });
-        if let Err(e) = self
-            .state
-            .store
-            .append_event("agent.attested", &payload)
-            .await
-        {
-            tracing::error!(error = %e, "cannot record an attestation");
+        if reattested {
+            let _ = self.state.agent_revoked.send(AgentRevoked {
+                spiffe_id: agent_id.clone(),
+                reason: AgentRevocation::Reattested,
+                keep_serial: Some(info.serial.clone()),
+            });
         }
+        self.state
+            .record(
+                "agent.attested",
+                &serde_json::json!({ "agent": agent_id.to_string(), "attestor": attestor }),
+            )
+            .await;
         self.state.refresh_gauges().await;
         tracing::info!(agent = %agent_id, attestor, "agent attested");
         Ok(pb::AgentSvid {
@@ -405,18 +486,23 @@ impl pb::node_server::Node for NodeService {
             .ca
             .mint_x509_svid_from_csr(csr, &svid_request)
             .map_err(ca_status)?;
-        let info = AgentInfo {
+        let renewal = AgentRenewal {
             spiffe_id: agent.spiffe_id.clone(),
-            attestation_type: agent.attestation_type.clone(),
-            serial: serial_of(svid.leaf_der()),
+            presented_serial: agent.serial.clone(),
+            new_serial: serial_of(svid.leaf_der()),
             expires_at: svid.not_after,
-            selectors: agent.selectors.clone(),
         };
-        self.state
-            .store
-            .update_agent(&info)
-            .await
-            .map_err(store_status)?;
+        match self.state.store.renew_agent(&renewal).await {
+            Ok(_) => {}
+            // Re-attested, evicted or banned since the caller check.
+            Err(lanyard_store::Error::Conflict { .. } | lanyard_store::Error::NotFound { .. }) => {
+                return Err(Status::permission_denied(format!(
+                    "agent {} changed while renewing (attested again, evicted or banned)",
+                    agent.spiffe_id
+                )));
+            }
+            Err(e) => return Err(store_status(e)),
+        }
         Ok(Response::new(pb::RenewAgentResponse {
             svid: Some(pb::AgentSvid {
                 spiffe_id: agent.spiffe_id.to_string(),
@@ -625,9 +711,8 @@ impl EntryStream {
                     Err(_) => Err(Ended::Closed),
                 },
                 event = revoked.recv() => match event {
-                    Ok(event) if event.spiffe_id == self.agent.spiffe_id => {
-                        let status = Status::permission_denied(format!("agent {} was {}", event.spiffe_id, event.reason));
-                        let _ = self.tx.send(Err(status)).await;
+                    Ok(event) if event.ends(&self.agent) => {
+                        let _ = self.tx.send(Err(event.status())).await;
                         Err(Ended::Closed)
                     }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),

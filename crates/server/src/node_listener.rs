@@ -32,6 +32,8 @@ const SERVER_SVID_CHECK: Duration = Duration::from_secs(5);
 pub(crate) struct PeerInfo {
     /// The verified SPIFFE ID of the client certificate; `None` if the client presented none.
     pub(crate) spiffe_id: Option<SpiffeId>,
+    /// The serial number of the client certificate, as [`serial_of`] formats it.
+    pub(crate) serial: Option<String>,
     pub(crate) addr: Option<std::net::SocketAddr>,
 }
 
@@ -114,6 +116,14 @@ impl NodeTls {
     }
 }
 
+/// A certificate's serial number as the agent records store it (hex bytes with colons); empty
+/// for bytes that do not parse, which no record holds.
+pub(crate) fn serial_of(leaf_der: &[u8]) -> String {
+    x509_parser::parse_x509_certificate(leaf_der)
+        .map(|(_, cert)| cert.tbs_certificate.raw_serial_as_string())
+        .unwrap_or_default()
+}
+
 /// `spiffe://<td>/lanyard/server`, the ID agents require of the server.
 pub(crate) fn server_id(td: &lanyard_core::TrustDomain) -> SpiffeId {
     // Both segments are fixed valid ASCII; the trust domain's own ID plus two short segments stays
@@ -176,13 +186,13 @@ pub(crate) fn accept(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let spiffe_id = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(lanyard_tls::peer_spiffe_id);
+                        let certs = stream.get_ref().1.peer_certificates();
                         let peer = PeerInfo {
-                            spiffe_id,
+                            spiffe_id: certs.and_then(lanyard_tls::peer_spiffe_id),
+                            serial: certs
+                                .and_then(|c| c.first())
+                                .map(|leaf| serial_of(leaf))
+                                .filter(|s| !s.is_empty()),
                             addr: Some(addr),
                         };
                         let _ = tx.send(Ok(NodeConnection { stream, peer })).await;

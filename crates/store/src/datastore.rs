@@ -181,6 +181,10 @@ pub trait DataStore: Send + Sync + fmt::Debug {
     /// Events with an id above `after_id`, oldest first, at most `limit` (0: no limit).
     async fn list_events(&self, after_id: u64, limit: u32) -> Result<Vec<Event>>;
 
+    /// The id of the latest event appended (0 if none yet): where a reader that wants only new
+    /// events starts.
+    async fn last_event_id(&self) -> Result<u64>;
+
     /// Removes events written before `before`; returns how many. Ids are never reused.
     async fn prune_events(&self, before: std::time::SystemTime) -> Result<u64>;
 }

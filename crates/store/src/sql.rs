@@ -514,6 +514,10 @@ impl DataStore for SqlStore {
         events::list(self, after_id, limit).await
     }
 
+    async fn last_event_id(&self) -> Result<u64> {
+        read_counter(&self.pool, "event_id").await
+    }
+
     async fn prune_events(&self, before: SystemTime) -> Result<u64> {
         events::prune(self, before).await
     }

@@ -1336,6 +1336,7 @@ pub(crate) async fn ca_journals_are_listed_per_server(ctx: Ctx) {
 
 pub(crate) async fn events_append_and_list(ctx: Ctx) {
     assert!(ctx.store.list_events(0, 0).await.unwrap().is_empty());
+    assert_eq!(ctx.store.last_event_id().await.unwrap(), 0);
     let t0 = ctx.clock.now();
     let a = ctx
         .store
@@ -1399,7 +1400,9 @@ pub(crate) async fn events_pruned_by_age(ctx: Ctx) {
     assert_eq!(left.len(), 1);
     assert_eq!((left[0].id, left[0].kind.as_str()), (2, "new"));
     // Ids are never reused after a prune.
+    assert_eq!(ctx.store.last_event_id().await.unwrap(), 2);
     assert_eq!(ctx.store.append_event("next", &json!(3)).await.unwrap(), 3);
+    assert_eq!(ctx.store.last_event_id().await.unwrap(), 3);
 }
 
 pub(crate) async fn events_concurrent_appends(ctx: Ctx) {
