@@ -202,3 +202,57 @@ async fn two_servers_share_one_bundle_and_one_set_of_entries() {
     drop((a, b));
     drop(db);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_evicted_through_one_server_loses_its_stream_on_every_server() {
+    let Ok(admin_url) = std::env::var("LANYARD_TEST_POSTGRES") else {
+        eprintln!("skipped: LANYARD_TEST_POSTGRES is not set");
+        return;
+    };
+    let db = Database::create(&admin_url).await;
+    let a = Server::start_with(&["--datastore", &db.url]);
+    let b = Server::start_with(&["--datastore", &db.url]);
+    wait_for(
+        "both servers to publish both roots",
+        Duration::from_secs(30),
+        || (roots(&a) == 2 && roots(&b) == 2).then_some(()),
+    );
+    let token = a.cli(&["token", "generate", "--output", "json"]).json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bundle = parse_bundle(
+        "example.org",
+        a.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
+    )
+    .unwrap();
+    let on_a = SimAgent::attest(a.node_addr(), &bundle, &token)
+        .await
+        .unwrap();
+    // The same agent, streaming from server B.
+    let on_b = SimAgent {
+        addr: b.node_addr(),
+        ..on_a.clone()
+    };
+    let mut client = on_b.client().await.unwrap();
+    let mut stream = client
+        .sync_entries(pb::SyncEntriesRequest { since_revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+
+    a.cli(&["agent", "evict", "--spiffe-id", on_a.spiffe_id.as_str()])
+        .ok();
+    let ended = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("server B must end the evicted agent's stream");
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    drop((a, b));
+    drop(db);
+}

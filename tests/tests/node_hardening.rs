@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use lanyard_e2e::Server;
-use lanyard_e2e::node_client::{SimAgent, key_and_csr, parse_bundle};
+use lanyard_e2e::node_client::{SimAgent, connect, key_and_csr, parse_bundle};
 use lanyard_proto::node as pb;
 use lanyard_tls::SvidHandle;
 use tonic::Code;
@@ -111,4 +111,171 @@ async fn an_svid_from_before_a_reattestation_or_eviction_is_refused() {
     assert_eq!(sync_code(&again).await, Code::PermissionDenied);
     assert_eq!(sync_code(&before).await, Code::PermissionDenied);
     assert_eq!(sync_code(&after).await, Code::Ok);
+}
+
+/// The bytes of every file under `dir`.
+fn tree_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                tree_size(&entry.path())
+            } else {
+                meta.len()
+            }
+        })
+        .sum()
+}
+
+/// One hostile attestation: 1 MiB where the server expects a few hundred bytes.
+fn hostile_attestation(i: usize) -> pb::AttestAgentRequest {
+    let huge = vec![b'a'; 1024 * 1024];
+    let (attestor, payload) = match i % 3 {
+        // A 1 MiB join token.
+        0 => ("join_token".to_owned(), huge),
+        // A 1 MiB "certificate chain".
+        1 => ("x509pop".to_owned(), huge),
+        // A 1 MiB attestor name, which a careless server echoes into its logs and events.
+        _ => (String::from_utf8(huge).unwrap(), b"token".to_vec()),
+    };
+    pb::AttestAgentRequest {
+        step: Some(pb::attest_agent_request::Step::Params(
+            pb::AttestationParams {
+                attestor,
+                payload,
+                csr: key_and_csr().unwrap().1,
+            },
+        )),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_hostile_attestations_cost_the_datastore_almost_nothing() {
+    let ca = write_x509pop_ca();
+    let server = Server::start_with(&["--x509pop-ca", ca.path().to_str().unwrap()]);
+    let addr = server.node_addr();
+    let bundle = bundle_of(&server);
+    let data = server.dir.join("data");
+    let before = tree_size(&data);
+
+    // 1,000 refused attestations of 1 MiB each, from 4 connections at once.
+    let mut callers = Vec::new();
+    for caller in 0..4 {
+        let bundle = bundle.clone();
+        callers.push(tokio::spawn(async move {
+            let mut client = connect(addr, &bundle, None).await.unwrap();
+            let mut codes = Vec::new();
+            for i in 0..250 {
+                let request = hostile_attestation(caller * 250 + i);
+                let code = match client.attest_agent(tokio_stream::iter([request])).await {
+                    Ok(response) => match response.into_inner().message().await {
+                        Ok(_) => Code::Ok,
+                        Err(status) => status.code(),
+                    },
+                    Err(status) => status.code(),
+                };
+                codes.push(code);
+            }
+            codes
+        }));
+    }
+    for caller in callers {
+        for code in caller.await.unwrap() {
+            assert_eq!(code, Code::ResourceExhausted);
+        }
+    }
+
+    let grown = tree_size(&data).saturating_sub(before);
+    assert!(grown < 1024 * 1024, "the data dir grew by {grown} bytes");
+    // The server still serves agents.
+    let agent = SimAgent::attest(addr, &bundle, &token(&server, &[]))
+        .await
+        .unwrap();
+    assert_eq!(sync_code(&agent).await, Code::Ok);
+}
+
+/// A self-signed CA certificate in a PEM file, so the server runs its x509pop attestor.
+fn write_x509pop_ca() -> tempfile::NamedTempFile {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), cert.pem()).unwrap();
+    file
+}
+
+/// A `server run --config` file holding `toml`.
+fn config_file(toml: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), toml).unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attestation_that_never_sends_its_parameters_is_cut_off() {
+    let config = config_file("[node_api]\nattestation_timeout = \"1s\"\n");
+    let server = Server::start_with(&["--config", config.path().to_str().unwrap()]);
+    let mut client = connect(server.node_addr(), &bundle_of(&server), None)
+        .await
+        .unwrap();
+    // A stream that stays open and silent.
+    let (_tx, rx) = tokio::sync::mpsc::channel::<pb::AttestAgentRequest>(1);
+    let status = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        client.attest_agent(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+    .await
+    .expect("the server must give up on a silent attestation")
+    .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("params"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_csr_does_not_use_up_the_join_token() {
+    let server = Server::start();
+    let addr = server.node_addr();
+    let bundle = bundle_of(&server);
+    let token = token(&server, &[]);
+    let status = lanyard_e2e::node_client::attest_join_token(addr, &bundle, &token, b"junk".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("CSR"), "{status:?}");
+    // The token still works once, with a good CSR.
+    SimAgent::attest(addr, &bundle, &token).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_over_the_limit_are_closed_until_one_goes() {
+    let config = config_file("[node_api]\nmax_connections = 3\n");
+    let server = Server::start_with(&["--config", config.path().to_str().unwrap()]);
+    let addr = server.node_addr();
+    let bundle = bundle_of(&server);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect(addr, &bundle, None).await.unwrap());
+    }
+    assert!(connect(addr, &bundle, None).await.is_err());
+    // Once one goes, a new connection is served.
+    drop(held.pop());
+    lanyard_e2e::wait_for(
+        "a connection slot to free up",
+        std::time::Duration::from_secs(20),
+        || {
+            let bundle = bundle.clone();
+            std::thread::spawn(move || {
+                tokio::runtime::Runtime::new()
+                    .unwrap()
+                    .block_on(connect(addr, &bundle, None))
+                    .ok()
+                    .map(drop)
+            })
+            .join()
+            .unwrap()
+        },
+    );
 }

@@ -16,7 +16,7 @@ use crate::journal::{AuthorityState, Journal, JwtRecord, Record, X509Record};
 use crate::jwt::{self, JwtSigner, JwtSvid, JwtSvidRequest};
 use crate::key::{KeyType, PrivateKey, key_id_for_spki};
 use crate::key_manager::{KeyId, KeyManager};
-use crate::leaf_key::LeafKey;
+use crate::leaf_key::{LeafKey, VerifiedCsr};
 use crate::upstream::UpstreamCa;
 
 /// A SPIFFE certificate authority for one trust domain.
@@ -332,9 +332,17 @@ impl Ca {
         csr_der: &[u8],
         req: &X509SvidRequest,
     ) -> Result<X509Svid, CaError> {
+        self.mint_x509_svid_for_csr(&VerifiedCsr::from_der(csr_der)?, req)
+    }
+
+    /// Mints an X509-SVID for the key of a CSR checked beforehand.
+    pub fn mint_x509_svid_for_csr(
+        &self,
+        csr: &VerifiedCsr,
+        req: &X509SvidRequest,
+    ) -> Result<X509Svid, CaError> {
         self.check_id(&req.spiffe_id)?;
-        let key = LeafKey::from_csr_der(csr_der)?;
-        self.mint_for_key(&key, req)
+        self.mint_for_key(&csr.0, req)
     }
 
     /// Signs a JWT-SVID with the active JWT key. `exp` is capped at the key's expiry, so the key

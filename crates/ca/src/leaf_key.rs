@@ -27,6 +27,12 @@ pub(crate) struct LeafKey {
     pub(crate) ski: [u8; 20],
 }
 
+/// The public key of a PKCS#10 CSR whose signature verified with that key: what
+/// [`Ca::mint_x509_svid_for_csr`](crate::Ca::mint_x509_svid_for_csr) signs. Checking a CSR first
+/// lets a caller refuse a bad one before it spends anything (a single-use join token) on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCsr(pub(crate) LeafKey);
+
 /// Kinds of public key an SVID may carry: what go-spiffe and rustls accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KeyKind {
@@ -35,6 +41,18 @@ enum KeyKind {
     Ed25519,
     Rsa,
 }
+
+// === impl VerifiedCsr ===
+
+impl VerifiedCsr {
+    /// Parses a DER CSR and verifies its signature. Only the public key is kept: the subject,
+    /// extensions and SANs it asks for are ignored.
+    pub fn from_der(der: &[u8]) -> Result<Self, CaError> {
+        LeafKey::from_csr_der(der).map(Self)
+    }
+}
+
+// === impl LeafKey ===
 
 impl LeafKey {
     /// Parses and checks a DER SubjectPublicKeyInfo.

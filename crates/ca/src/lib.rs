@@ -35,5 +35,5 @@ pub use journal::{AuthorityState, JOURNAL_VERSION, Journal};
 pub use jwt::{JwtSvid, JwtSvidRequest, RESERVED_CLAIMS};
 pub use key::{KeyType, Pkcs8Der, PrivateKey, key_id_for_spki};
 pub use key_manager::{DiskKeyManager, KeyId, KeyManager, MemoryKeyManager};
-pub use leaf_key::{MAX_CSR_LEN, MAX_SPKI_LEN};
+pub use leaf_key::{MAX_CSR_LEN, MAX_SPKI_LEN, VerifiedCsr};
 pub use upstream::UpstreamCa;

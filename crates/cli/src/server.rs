@@ -60,6 +60,30 @@ struct ServerFile {
     #[serde(default)]
     ca: CaFile,
     upstream_authority: Option<UpstreamFile>,
+    #[serde(default)]
+    node_api: NodeApiFile,
+    #[serde(default)]
+    retention: RetentionFile,
+}
+
+/// `[node_api]`: what one peer may cost the server.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeApiFile {
+    attestation_timeout: Option<String>,
+    max_attestation_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    max_streams_per_connection: Option<u32>,
+}
+
+/// `[retention]`: how long diagnostic records are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetentionFile {
+    events: Option<String>,
+    used_join_tokens: Option<String>,
+    entry_tombstones: Option<String>,
+    prune_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +167,56 @@ impl ServerRunArgs {
             let roots = lanyard_attestation::X509PopConfig::roots_from_pem(&pem)
                 .with_context(|| format!("x509pop_ca: {}", path.display()))?;
             config.x509pop_roots = Some(roots);
+        }
+        let limits = &mut config.node_api;
+        let node_api = &file.node_api;
+        if let Some(timeout) = duration(
+            "node_api.attestation_timeout",
+            node_api.attestation_timeout.as_ref(),
+        )? {
+            limits.attestation_timeout = timeout;
+        }
+        if let Some(bytes) = node_api.max_attestation_bytes {
+            anyhow::ensure!(
+                bytes >= 4096,
+                "config: node_api.max_attestation_bytes must be at least 4096"
+            );
+            limits.max_attestation_bytes = bytes;
+        }
+        if let Some(n) = node_api.max_connections {
+            anyhow::ensure!(n > 0, "config: node_api.max_connections must be at least 1");
+            limits.max_connections = n;
+        }
+        if let Some(n) = node_api.max_streams_per_connection {
+            anyhow::ensure!(
+                n > 0,
+                "config: node_api.max_streams_per_connection must be at least 1"
+            );
+            limits.max_streams_per_connection = n;
+        }
+        let retention = &mut config.retention;
+        for (field, value, target) in [
+            ("retention.events", &file.retention.events, &mut retention.events),
+            (
+                "retention.used_join_tokens",
+                &file.retention.used_join_tokens,
+                &mut retention.used_join_tokens,
+            ),
+            (
+                "retention.entry_tombstones",
+                &file.retention.entry_tombstones,
+                &mut retention.entry_tombstones,
+            ),
+            (
+                "retention.prune_interval",
+                &file.retention.prune_interval,
+                &mut retention.prune_interval,
+            ),
+        ] {
+            if let Some(d) = duration(field, value.as_ref())? {
+                anyhow::ensure!(!d.is_zero(), "config: {field} must not be zero");
+                *target = d;
+            }
         }
         let ca = &mut config.ca;
         if let Some(ttl) = self.ca_ttl.map(HumanDuration::get) {
@@ -233,6 +307,27 @@ mod tests {
     }
 
     #[test]
+    fn node_api_limits_and_retention_come_from_the_file() {
+        let file = write(
+            "trust_domain = \"a.org\"\n[node_api]\nattestation_timeout = \"2s\"\n\
+             max_attestation_bytes = 65536\nmax_connections = 3\nmax_streams_per_connection = 8\n\
+             [retention]\nevents = \"7d\"\nused_join_tokens = \"10m\"\n\
+             entry_tombstones = \"2h\"\nprune_interval = \"1m\"\n",
+        );
+        let config = config(&["--config", file.path().to_str().unwrap()]).unwrap();
+        let limits = &config.node_api;
+        assert_eq!(limits.attestation_timeout.as_secs(), 2);
+        assert_eq!(limits.max_attestation_bytes, 65536);
+        assert_eq!(limits.max_connections, 3);
+        assert_eq!(limits.max_streams_per_connection, 8);
+        let retention = &config.retention;
+        assert_eq!(retention.events.as_secs(), 7 * 86400);
+        assert_eq!(retention.used_join_tokens.as_secs(), 600);
+        assert_eq!(retention.entry_tombstones.as_secs(), 7200);
+        assert_eq!(retention.prune_interval.as_secs(), 60);
+    }
+
+    #[test]
     fn a_trust_domain_is_required() {
         let err = config(&[]).unwrap_err().to_string();
         assert!(err.contains("trust domain is required"), "{err}");
@@ -252,6 +347,22 @@ mod tests {
                 "ca.ttl",
             ),
             ("\u{0}\u{1}binary", "config file"),
+            (
+                "trust_domain = \"a.org\"\n[node_api]\nmax_connections = 0\n",
+                "max_connections must be at least 1",
+            ),
+            (
+                "trust_domain = \"a.org\"\n[node_api]\nmax_attestation_bytes = 10\n",
+                "at least 4096",
+            ),
+            (
+                "trust_domain = \"a.org\"\n[retention]\nevents = \"0s\"\n",
+                "retention.events must not be zero",
+            ),
+            (
+                "trust_domain = \"a.org\"\n[node_api]\nmax_connections = -1\n",
+                "config file",
+            ),
         ] {
             let file = write(contents);
             let err = format!(

@@ -29,6 +29,59 @@ pub struct ServerConfig {
     /// CA certificates (DER) that agent certificates must chain to for x509pop attestation;
     /// `None` turns the attestor off.
     pub x509pop_roots: Option<Vec<Vec<u8>>>,
+    pub node_api: NodeApiLimits,
+    pub retention: Retention,
+}
+
+/// What the node API spends on one peer. It is reachable from the network, and `AttestAgent` is
+/// open to callers that have proved nothing yet.
+#[derive(Debug, Clone)]
+pub struct NodeApiLimits {
+    /// Longest wait for each step of an attestation: the first message, the x509pop answer.
+    pub attestation_timeout: Duration,
+    /// Most bytes one `AttestAgent` call may send, all its messages together.
+    pub max_attestation_bytes: usize,
+    /// Most open connections (TLS handshakes included); a connection over it is closed at once.
+    pub max_connections: usize,
+    /// Most concurrent calls (HTTP/2 streams) on one connection. An agent needs two or three.
+    pub max_streams_per_connection: u32,
+}
+
+/// How long the datastore keeps what only serves diagnosis or catching up.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Events (attestations, refusals, evictions) older than this are pruned.
+    pub events: Duration,
+    /// A used join token is kept this long after its use (to answer "already used" rather than
+    /// "unknown"), and never past its expiry.
+    pub used_join_tokens: Duration,
+    /// Deleted entries are remembered this long, so an agent that was away for less catches up
+    /// by revision; one away for longer gets the full set.
+    pub entry_tombstones: Duration,
+    /// How often the pruning runs.
+    pub prune_interval: Duration,
+}
+
+impl Default for NodeApiLimits {
+    fn default() -> Self {
+        Self {
+            attestation_timeout: Duration::from_secs(10),
+            max_attestation_bytes: 256 * 1024,
+            max_connections: 16_384,
+            max_streams_per_connection: 64,
+        }
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            events: Duration::from_secs(30 * 24 * 3600),
+            used_join_tokens: Duration::from_secs(3600),
+            entry_tombstones: Duration::from_secs(24 * 3600),
+            prune_interval: Duration::from_secs(600),
+        }
+    }
 }
 
 /// How the CA is run.
@@ -89,6 +142,8 @@ impl ServerConfig {
             join_token_ttl: Duration::from_secs(600),
             agent_svid_ttl: Duration::from_secs(3600),
             x509pop_roots: None,
+            node_api: NodeApiLimits::default(),
+            retention: Retention::default(),
         }
     }
 

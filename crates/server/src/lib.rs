@@ -15,6 +15,7 @@ mod config;
 mod convert;
 mod http;
 mod index;
+mod limits;
 mod metrics;
 mod node;
 mod node_listener;
@@ -30,7 +31,7 @@ use lanyard_store::{DataStore, StoreConfig};
 use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 
-pub use config::{CaSettings, ServerConfig, UpstreamAuthority};
+pub use config::{CaSettings, NodeApiLimits, Retention, ServerConfig, UpstreamAuthority};
 
 use crate::authority::Authority;
 use crate::index::EntryIndex;
@@ -97,6 +98,8 @@ pub(crate) struct ServerState {
     pub(crate) agent_revoked: broadcast::Sender<AgentRevoked>,
     /// The x509pop node attestor, if the server trusts a CA for agent certificates.
     pub(crate) x509pop: Option<lanyard_attestation::X509PopVerifier>,
+    /// Which refused attestations are recorded (a bounded rate per peer).
+    pub(crate) refusals: limits::RefusalLimiter,
 }
 
 /// Runs the server until `shutdown` completes, then stops accepting requests, lets in-flight ones
@@ -163,6 +166,7 @@ pub async fn run_with_clock(
         ),
         None => None,
     };
+    let refusals = limits::RefusalLimiter::new(clock.clone());
     let state = Arc::new(ServerState {
         config,
         store,
@@ -175,6 +179,7 @@ pub async fn run_with_clock(
         bundles,
         agent_revoked,
         x509pop,
+        refusals,
     });
     state.refresh_gauges().await;
     tracing::info!(
@@ -194,16 +199,22 @@ pub async fn run_with_clock(
         node_tls.clone(),
         stop_rx.clone(),
     ));
+    let limits = state.config.node_api.clone();
     let connections = node_listener::accept(
         node_listener,
         &node_tls,
         state.config.trust_domain.clone(),
+        limits.max_connections,
         stop_rx.clone(),
     )?;
     let mut node_stop = stop_rx.clone();
     let node_api = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+            .max_concurrent_streams(Some(limits.max_streams_per_connection))
+            .layer(tower::util::MapRequestLayer::new(
+                limits::cap_attestation_body(limits.max_attestation_bytes),
+            ))
             .add_service(node::service(state.clone(), stop_rx.clone()))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::ReceiverStream::new(connections),
@@ -256,6 +267,8 @@ const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
 async fn follow_other_writers(state: Arc<ServerState>, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(FOLLOW_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Only events from now on: older evictions were acted on when they happened.
+    let mut events_seen = None;
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -263,6 +276,9 @@ async fn follow_other_writers(state: Arc<ServerState>, mut stop: watch::Receiver
         }
         if let Err(e) = state.index.catch_up(&*state.store).await {
             tracing::warn!(error = %e, "cannot read entry changes from the datastore");
+        }
+        if let Err(e) = node::follow_agent_events(&state, &mut events_seen).await {
+            tracing::warn!(error = %e, "cannot read agent events from the datastore");
         }
         match state.authority.refresh_published().await {
             Ok(true) => state.bundles_changed().await,

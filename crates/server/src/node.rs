@@ -14,7 +14,7 @@ use lanyard_attestation::{
     AttestedNode, JoinToken, JoinTokenAttestationData, JoinTokenError, JoinTokenVerifier,
     X509PopAttestationData, X509PopPending, X509PopResponse,
 };
-use lanyard_ca::{JwtSvidRequest, X509SvidRequest};
+use lanyard_ca::{JwtSvidRequest, VerifiedCsr, X509SvidRequest};
 use lanyard_core::{EntryId, RegistrationEntry, SpiffeId};
 use lanyard_proto::node::{self as pb, node_server::NodeServer};
 use lanyard_store::{AgentInfo, AgentRenewal, AttestedAgent, DataStore};
@@ -26,6 +26,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::admin::{ca_status, store_status};
 use crate::convert::{invalid, parse_entry_id};
 use crate::index::IndexUpdate;
+use crate::limits::{
+    Admit, MAX_LOGGED_TEXT, MAX_X509POP_CHAIN, clip, count_der_elements,
+};
 use crate::node_listener::{PeerInfo, serial_of};
 use crate::{ServerState, unix_seconds};
 
@@ -233,27 +236,31 @@ impl NodeService {
         })
     }
 
-    /// Records a refused attestation in the event log (which later feeds the audit log).
+    /// Records a refused attestation in the event log, at a bounded rate per peer, with every
+    /// caller-chosen string clipped; returns the status to answer with (clipped too).
     async fn refuse(&self, attestor: &str, peer: Option<&PeerInfo>, status: Status) -> Status {
-        let payload = serde_json::json!({
-            "attestor": attestor,
-            "peer": peer.and_then(|p| p.addr).map(|a| a.to_string()),
-            "reason": status.message(),
-        });
-        if let Err(e) = self
-            .state
-            .store
-            .append_event("agent.attestation_refused", &payload)
-            .await
-        {
-            tracing::error!(error = %e, "cannot record a refused attestation");
+        let attestor = clip(attestor, MAX_LOGGED_TEXT);
+        let reason = clip(status.message(), MAX_LOGGED_TEXT);
+        let addr = peer.and_then(|p| p.addr);
+        if let Admit::Record { suppressed } = self.state.refusals.admit(addr.map(|a| a.ip())) {
+            let payload = serde_json::json!({
+                "attestor": attestor,
+                "peer": addr.map(|a| a.to_string()),
+                "reason": reason,
+                "suppressed_before": suppressed,
+            });
+            self.state
+                .record("agent.attestation_refused", &payload)
+                .await;
+            tracing::warn!(
+                attestor,
+                reason,
+                peer = ?addr,
+                suppressed_before = suppressed,
+                "node attestation refused"
+            );
         }
-        tracing::warn!(
-            attestor,
-            reason = status.message(),
-            "node attestation refused"
-        );
-        status
+        Status::new(status.code(), reason)
     }
 
     /// x509pop: verify the chain, send a fresh challenge, and admit the agent once it answers.
@@ -261,6 +268,7 @@ impl NodeService {
     async fn attest_x509pop(
         &self,
         params: pb::AttestationParams,
+        csr: VerifiedCsr,
         mut inbound: Streaming<pb::AttestAgentRequest>,
         peer: Option<PeerInfo>,
     ) -> Result<Response<BoxStream<pb::AttestAgentResponse>>, Status> {
@@ -282,9 +290,12 @@ impl NodeService {
         };
         tokio::spawn(async move {
             let result = async {
-                let answer = inbound.message().await?.ok_or_else(|| {
-                    invalid("challenge_response", "the stream ended before the answer")
-                })?;
+                let answer = service
+                    .next_step(&mut inbound, "challenge_response")
+                    .await?
+                    .ok_or_else(|| {
+                        invalid("challenge_response", "the stream ended before the answer")
+                    })?;
                 let Some(pb::attest_agent_request::Step::ChallengeResponse(signature)) =
                     answer.step
                 else {
@@ -300,7 +311,7 @@ impl NodeService {
                 let node = pending
                     .finish(&response)
                     .map_err(|e| Status::permission_denied(e.to_string()))?;
-                service.admit(node, &params.csr).await
+                service.admit(node, &csr).await
             }
             .await;
             let message = match result {
@@ -314,10 +325,60 @@ impl NodeService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    /// The attestation parameters: the first message, within the step timeout.
+    async fn first_params(
+        &self,
+        inbound: &mut Streaming<pb::AttestAgentRequest>,
+    ) -> Result<pb::AttestationParams, Status> {
+        let first = self.next_step(inbound, "params").await?.ok_or_else(|| {
+            invalid(
+                "params",
+                "the stream ended before the attestation parameters",
+            )
+        })?;
+        let Some(pb::attest_agent_request::Step::Params(params)) = first.step else {
+            return Err(invalid(
+                "params",
+                "the first message must carry the attestation parameters",
+            ));
+        };
+        if params.csr.is_empty() {
+            return Err(invalid("csr", "a CSR for the agent SVID is required"));
+        }
+        Ok(params)
+    }
+
+    /// The next message of an attestation, within the step timeout; a call over its byte limit
+    /// is refused as such.
+    async fn next_step(
+        &self,
+        inbound: &mut Streaming<pb::AttestAgentRequest>,
+        what: &str,
+    ) -> Result<Option<pb::AttestAgentRequest>, Status> {
+        let limits = &self.state.config.node_api;
+        match tokio::time::timeout(limits.attestation_timeout, inbound.message()).await {
+            Ok(Ok(message)) => Ok(message),
+            Ok(Err(status)) if is_length_limit(&status) => Err(Status::resource_exhausted(
+                format!(
+                    "an attestation may send at most {} bytes in all",
+                    limits.max_attestation_bytes
+                ),
+            )),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "no {what} within {:?}",
+                limits.attestation_timeout
+            ))),
+        }
+    }
+
     fn begin_x509pop(&self, params: &pb::AttestationParams) -> Result<X509PopPending, Status> {
         let verifier = self.state.x509pop.as_ref().ok_or_else(|| {
             Status::unimplemented("the x509pop attestor is not enabled on this server")
         })?;
+        // Counted from the DER headers before anything is parsed.
+        count_der_elements(&params.payload, MAX_X509POP_CHAIN)
+            .map_err(|e| invalid("payload", format!("the x509pop certificate chain: {e}")))?;
         let chain = lanyard_core::X509Authority::parse_concatenated_der(&params.payload)
             .map_err(|e| invalid("payload", format!("the x509pop certificate chain: {e}")))?
             .into_iter()
@@ -329,7 +390,7 @@ impl NodeService {
     }
 
     /// Mints the agent SVID and records the agent, after an attestor vouched for it.
-    async fn admit(&self, node: AttestedNode, csr: &[u8]) -> Result<pb::AgentSvid, Status> {
+    async fn admit(&self, node: AttestedNode, csr: &VerifiedCsr) -> Result<pb::AgentSvid, Status> {
         let AttestedNode {
             agent_id,
             selectors,
@@ -353,7 +414,7 @@ impl NodeService {
             .state
             .authority
             .ca
-            .mint_x509_svid_from_csr(csr, &request)
+            .mint_x509_svid_for_csr(csr, &request)
             .map_err(ca_status)?;
         let info = AgentInfo {
             spiffe_id: agent_id.clone(),
@@ -429,25 +490,22 @@ impl pb::node_server::Node for NodeService {
     ) -> Result<Response<Self::AttestAgentStream>, Status> {
         let peer = peer(&request).cloned();
         let mut inbound = request.into_inner();
-        let first = inbound.message().await?.ok_or_else(|| {
-            invalid(
-                "params",
-                "the stream ended before the attestation parameters",
-            )
-        })?;
-        let Some(pb::attest_agent_request::Step::Params(params)) = first.step else {
-            return Err(invalid(
-                "params",
-                "the first message must carry the attestation parameters",
-            ));
+        let params = match self.first_params(&mut inbound).await {
+            Ok(params) => params,
+            Err(status) => return Err(self.refuse("", peer.as_ref(), status).await),
         };
-        if params.csr.is_empty() {
-            return Err(invalid("csr", "a CSR for the agent SVID is required"));
-        }
+        // The CSR is checked before anything is spent on the request: a join token is single-use.
+        let csr = match VerifiedCsr::from_der(&params.csr) {
+            Ok(csr) => csr,
+            Err(e) => {
+                let status = invalid("csr", format!("the CSR for the agent SVID: {e}"));
+                return Err(self.refuse(&params.attestor, peer.as_ref(), status).await);
+            }
+        };
         match params.attestor.as_str() {
             "join_token" => {
                 let result = match self.attest_join_token(&params).await {
-                    Ok(node) => self.admit(node, &params.csr).await,
+                    Ok(node) => self.admit(node, &csr).await,
                     Err(status) => Err(status),
                 };
                 let svid = match result {
@@ -461,11 +519,14 @@ impl pb::node_server::Node for NodeService {
                 };
                 Ok(Response::new(Box::pin(tokio_stream::once(Ok(response)))))
             }
-            "x509pop" => self.attest_x509pop(params, inbound, peer).await,
+            "x509pop" => self.attest_x509pop(params, csr, inbound, peer).await,
             other => {
                 let status = invalid(
                     "attestor",
-                    format!("`{other}` is not known; use join_token or x509pop"),
+                    format!(
+                        "`{}` is not known; use join_token or x509pop",
+                        clip(other, MAX_LOGGED_TEXT)
+                    ),
                 );
                 Err(self.refuse(other, peer.as_ref(), status).await)
             }
@@ -588,6 +649,62 @@ impl pb::node_server::Node for NodeService {
             expires_at: unix_seconds(svid.expires_at),
         }))
     }
+}
+
+/// Events after this many are read in the next round.
+const AGENT_EVENTS_PER_ROUND: u32 = 1000;
+
+/// Ends open streams of agents that were evicted, banned or attested again, whichever server of
+/// a shared datastore did it: each such event makes this server hold the agent's streams against
+/// its record as stored now. (The server that acted ended its own streams at once.)
+/// `seen` is the last event id read; `None` starts from the latest.
+pub(crate) async fn follow_agent_events(
+    state: &ServerState,
+    seen: &mut Option<u64>,
+) -> Result<(), lanyard_store::Error> {
+    let after = match *seen {
+        Some(id) => id,
+        None => *seen.insert(state.store.last_event_id().await?),
+    };
+    for event in state.store.list_events(after, AGENT_EVENTS_PER_ROUND).await? {
+        *seen = Some(event.id);
+        let reason = match event.kind.as_str() {
+            "agent.evicted" => AgentRevocation::Evicted,
+            "agent.banned" => AgentRevocation::Banned,
+            "agent.attested" => AgentRevocation::Reattested,
+            _ => continue,
+        };
+        let Some(spiffe_id) = event.payload["agent"]
+            .as_str()
+            .and_then(|id| id.parse::<SpiffeId>().ok())
+        else {
+            continue;
+        };
+        // Decide on the record as it is now, not as the event describes it: the agent may have
+        // attested again since, and its new streams must stay.
+        let keep_serial = match state.store.get_agent(&spiffe_id).await? {
+            Some(agent) if !agent.banned => Some(agent.serial),
+            _ => None,
+        };
+        let _ = state.agent_revoked.send(AgentRevoked {
+            spiffe_id,
+            reason,
+            keep_serial,
+        });
+    }
+    Ok(())
+}
+
+/// Whether a read failed on the attestation byte limit (the body's error, under the status).
+fn is_length_limit(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The entry `id` if an agent whose authorized parents are `parents` may serve it now.

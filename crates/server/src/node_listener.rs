@@ -14,7 +14,7 @@ use lanyard_core::{BundleSet, SpiffeId};
 use lanyard_tls::{Authorizer, BundleHandle, SpiffeClientVerifier, SvidHandle};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -42,6 +42,8 @@ pub(crate) struct PeerInfo {
 pub(crate) struct NodeConnection {
     stream: TlsStream<TcpStream>,
     peer: PeerInfo,
+    /// Held while the connection is open: counts it against the connection limit.
+    _permit: OwnedSemaphorePermit,
 }
 
 /// The server's TLS identity and trust, kept current as the CA rotates.
@@ -151,11 +153,13 @@ pub(crate) async fn maintain_tls(
 }
 
 /// Accepts TCP connections, completes TLS handshakes off the accept loop, and hands finished
-/// connections to tonic through the returned channel.
+/// connections to tonic through the returned channel. At most `max_connections` are open at once
+/// (handshakes included); one over that is closed as soon as it is accepted.
 pub(crate) fn accept(
     listener: TcpListener,
     tls: &NodeTls,
     trust_domain: lanyard_core::TrustDomain,
+    max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) -> Result<mpsc::Receiver<io::Result<NodeConnection>>, ServerError> {
     let verifier =
@@ -165,6 +169,7 @@ pub(crate) fn accept(
         .map_err(|e| ServerError::State(format!("node API TLS: {e}")))?;
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let (tx, rx) = mpsc::channel(128);
+    let open = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
         loop {
             let (tcp, addr) = tokio::select! {
@@ -176,6 +181,10 @@ pub(crate) fn accept(
                     }
                 },
                 _ = stop.wait_for(|s| *s) => return,
+            };
+            let Ok(permit) = open.clone().try_acquire_owned() else {
+                tracing::debug!(%addr, max_connections, "node API: too many connections; closed");
+                continue;
             };
             // Pushed entry updates are small writes that must go out at once, not wait for Nagle.
             if let Err(e) = tcp.set_nodelay(true) {
@@ -195,7 +204,12 @@ pub(crate) fn accept(
                                 .filter(|s| !s.is_empty()),
                             addr: Some(addr),
                         };
-                        let _ = tx.send(Ok(NodeConnection { stream, peer })).await;
+                        let connection = NodeConnection {
+                            stream,
+                            peer,
+                            _permit: permit,
+                        };
+                        let _ = tx.send(Ok(connection)).await;
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(%addr, error = %e, "node API: TLS handshake failed")
