@@ -240,9 +240,10 @@ async fn a_bad_csr_does_not_use_up_the_join_token() {
     let addr = server.node_addr();
     let bundle = bundle_of(&server);
     let token = token(&server, &[]);
-    let status = lanyard_e2e::node_client::attest_join_token(addr, &bundle, &token, b"junk".to_vec())
-        .await
-        .unwrap_err();
+    let status =
+        lanyard_e2e::node_client::attest_join_token(addr, &bundle, &token, b"junk".to_vec())
+            .await
+            .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("CSR"), "{status:?}");
     // The token still works once, with a good CSR.
@@ -278,4 +279,75 @@ async fn connections_over_the_limit_are_closed_until_one_goes() {
             .unwrap()
         },
     );
+}
+
+/// Rows of `table` in the server's SQLite datastore, read behind its back.
+fn rows(server: &Server, table: &str) -> i64 {
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        server.dir.join("data/datastore.sqlite3").display()
+    );
+    let table = table.to_owned();
+    std::thread::spawn(move || {
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            use sqlx::Connection as _;
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            let n: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            n
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_used_tokens_and_tombstones_are_pruned_on_schedule() {
+    let config = config_file(
+        "[retention]\nevents = \"1s\"\nused_join_tokens = \"1s\"\nentry_tombstones = \"1s\"\n\
+         prune_interval = \"1s\"\n",
+    );
+    let server = Server::start_with(&["--config", config.path().to_str().unwrap()]);
+    let addr = server.node_addr();
+    let bundle = bundle_of(&server);
+    // An attestation (an event, a used token) and a deleted entry (a tombstone).
+    SimAgent::attest(addr, &bundle, &token(&server, &[]))
+        .await
+        .unwrap();
+    let id = server
+        .cli(&[
+            "entry",
+            "create",
+            "--parent-id",
+            "spiffe://example.org/node",
+            "--spiffe-id",
+            "spiffe://example.org/gone",
+            "--selector",
+            "unix:uid:1",
+            "--output",
+            "json",
+        ])
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.cli(&["entry", "delete", "--id", &id]).ok();
+    assert!(rows(&server, "entry_tombstones") >= 1);
+
+    lanyard_e2e::wait_for(
+        "events, used join tokens and tombstones to be pruned",
+        std::time::Duration::from_secs(30),
+        || {
+            let left = rows(&server, "events")
+                + rows(&server, "join_tokens")
+                + rows(&server, "entry_tombstones");
+            (left == 0).then_some(())
+        },
+    );
+    // A token that is neither used nor expired stays.
+    token(&server, &[]);
+    assert_eq!(rows(&server, "join_tokens"), 1);
 }

@@ -288,3 +288,57 @@ fn a_real_agent_attests_with_x509pop_and_serves_node_alias_entries() {
             .starts_with("spiffe://example.org/lanyard/agent/x509pop/")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_x509pop_challenge_left_unanswered_is_cut_off() {
+    let ca = NodeCa::new("node provisioning CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("nodes.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, "[node_api]\nattestation_timeout = \"1s\"\n").unwrap();
+    let server = Server::start_with(&[
+        "--x509pop-ca",
+        ca_path.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let bundle = parse_bundle(
+        "example.org",
+        server.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
+    )
+    .unwrap();
+    let mut client = lanyard_e2e::node_client::connect(server.node_addr(), &bundle, None)
+        .await
+        .unwrap();
+    let (chain, _) = ca.node("node-1");
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::AttestAgentRequest {
+        step: Some(pb::attest_agent_request::Step::Params(
+            pb::AttestationParams {
+                attestor: "x509pop".to_owned(),
+                payload: chain.concat(),
+                csr: key_and_csr().unwrap().1,
+            },
+        )),
+    })
+    .await
+    .unwrap();
+    let mut responses = client
+        .attest_agent(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let challenge = responses.message().await.unwrap().unwrap();
+    assert!(matches!(
+        challenge.step,
+        Some(pb::attest_agent_response::Step::Challenge(_))
+    ));
+    // The challenge is never answered, and the stream stays open: the server ends it.
+    let status = tokio::time::timeout(Duration::from_secs(20), responses.message())
+        .await
+        .expect("the server must give up on an unanswered challenge")
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    drop(tx);
+}

@@ -196,7 +196,11 @@ impl ServerRunArgs {
         }
         let retention = &mut config.retention;
         for (field, value, target) in [
-            ("retention.events", &file.retention.events, &mut retention.events),
+            (
+                "retention.events",
+                &file.retention.events,
+                &mut retention.events,
+            ),
             (
                 "retention.used_join_tokens",
                 &file.retention.used_join_tokens,

@@ -4,7 +4,7 @@
 //! Layout: [`run`] wires everything (this file); `admin` is the admin gRPC service and `convert`
 //! the parsing of its messages into lanyard-core types; `authority` loads the CA and drives its
 //! rotation, persisting the journal and publishing the bundle; `http` serves `/live`, `/ready`,
-//! `/metrics`; `socket` binds the private admin socket.
+//! `/metrics`; `socket` binds the private admin socket; `prune` keeps diagnostic records bounded.
 //!
 //! The node API (`node`, over TLS from `node_listener`) serves agents: attestation, SVIDs, and a
 //! pushed entry stream fed by the in-memory `index`, which follows the datastore's revision log.
@@ -19,6 +19,7 @@ mod limits;
 mod metrics;
 mod node;
 mod node_listener;
+mod prune;
 mod socket;
 
 use std::future::Future;
@@ -194,6 +195,7 @@ pub async fn run_with_clock(
     let health = health_listener
         .map(|listener| tokio::spawn(http::serve(listener, state.clone(), stop_rx.clone())));
     let followers = tokio::spawn(follow_other_writers(state.clone(), stop_rx.clone()));
+    let pruning = tokio::spawn(prune::run(state.clone(), stop_rx.clone()));
     let tls_upkeep = tokio::spawn(node_listener::maintain_tls(
         state.clone(),
         node_tls.clone(),
@@ -243,6 +245,7 @@ pub async fn run_with_clock(
     let _ = stop_tx.send(true);
     let _ = rotation.await;
     let _ = followers.await;
+    let _ = pruning.await;
     let _ = tls_upkeep.await;
     match node_api.await {
         Ok(Err(e)) => tracing::error!(error = %e, "node API failed"),

@@ -232,7 +232,11 @@ mod tests {
         assert_eq!(count_der_elements(&[0x30, 0x01, 0x00], 8), Ok(1));
         assert_eq!(count_der_elements(&[], 8), Ok(0));
         let nine = cert(10).repeat(9);
-        assert!(count_der_elements(&nine, 8).unwrap_err().contains("more than 8"));
+        assert!(
+            count_der_elements(&nine, 8)
+                .unwrap_err()
+                .contains("more than 8")
+        );
         // Truncated content, a truncated header, and absurd length forms.
         assert!(count_der_elements(&cert(300)[..200], 8).is_err());
         assert!(count_der_elements(&[0x30], 8).is_err());

@@ -26,9 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::admin::{ca_status, store_status};
 use crate::convert::{invalid, parse_entry_id};
 use crate::index::IndexUpdate;
-use crate::limits::{
-    Admit, MAX_LOGGED_TEXT, MAX_X509POP_CHAIN, clip, count_der_elements,
-};
+use crate::limits::{Admit, MAX_LOGGED_TEXT, MAX_X509POP_CHAIN, clip, count_der_elements};
 use crate::node_listener::{PeerInfo, serial_of};
 use crate::{ServerState, unix_seconds};
 
@@ -216,7 +214,11 @@ impl NodeService {
             .map_err(store_status)?
         {
             // Another call promoted it first, or the record moved on: decide on what is stored.
-            return match store.get_agent(&agent.spiffe_id).await.map_err(store_status)? {
+            return match store
+                .get_agent(&agent.spiffe_id)
+                .await
+                .map_err(store_status)?
+            {
                 Some(now) if !now.banned && now.serial == serial => Ok(now),
                 _ => Err(Status::permission_denied(format!(
                     "this SVID of agent {} is not its current one; attest again",
@@ -358,12 +360,12 @@ impl NodeService {
         let limits = &self.state.config.node_api;
         match tokio::time::timeout(limits.attestation_timeout, inbound.message()).await {
             Ok(Ok(message)) => Ok(message),
-            Ok(Err(status)) if is_length_limit(&status) => Err(Status::resource_exhausted(
-                format!(
+            Ok(Err(status)) if is_length_limit(&status) => {
+                Err(Status::resource_exhausted(format!(
                     "an attestation may send at most {} bytes in all",
                     limits.max_attestation_bytes
-                ),
-            )),
+                )))
+            }
             Ok(Err(status)) => Err(status),
             Err(_) => Err(Status::deadline_exceeded(format!(
                 "no {what} within {:?}",
@@ -666,7 +668,11 @@ pub(crate) async fn follow_agent_events(
         Some(id) => id,
         None => *seen.insert(state.store.last_event_id().await?),
     };
-    for event in state.store.list_events(after, AGENT_EVENTS_PER_ROUND).await? {
+    for event in state
+        .store
+        .list_events(after, AGENT_EVENTS_PER_ROUND)
+        .await?
+    {
         *seen = Some(event.id);
         let reason = match event.kind.as_str() {
             "agent.evicted" => AgentRevocation::Evicted,
