@@ -342,3 +342,105 @@ async fn an_x509pop_challenge_left_unanswered_is_cut_off() {
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     drop(tx);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_node_alias_stops_granting() {
+    let ca = NodeCa::new("node provisioning CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("nodes.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let server = Server::start_with(&["--x509pop-ca", ca_path.to_str().unwrap()]);
+    let addr = server.node_addr();
+    let bundle = parse_bundle(
+        "example.org",
+        server.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
+    )
+    .unwrap();
+
+    // An alias that expires in a few seconds, and an entry under it.
+    let expires_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3;
+    let alias = "spiffe://example.org/nodes/short-lived";
+    server
+        .cli(&[
+            "entry",
+            "create",
+            "--parent-id",
+            "spiffe://example.org/lanyard/server",
+            "--spiffe-id",
+            alias,
+            "--selector",
+            "x509pop:subject:cn:node-1",
+            "--expires-at",
+            &expires_at.to_string(),
+        ])
+        .ok();
+    let entry_id = server
+        .cli(&[
+            "entry",
+            "create",
+            "--parent-id",
+            alias,
+            "--spiffe-id",
+            "spiffe://example.org/daemonset",
+            "--selector",
+            "unix:uid:0",
+            "--output",
+            "json",
+        ])
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (chain, key) = ca.node("node-1");
+    let (agent_key, csr) = key_and_csr().unwrap();
+    let svid = attest_x509pop(addr, &bundle, chain, &key, csr)
+        .await
+        .unwrap();
+    let agent = SimAgent {
+        addr,
+        bundle: bundle.clone(),
+        spiffe_id: svid.spiffe_id.parse().unwrap(),
+        svid: lanyard_tls::SvidHandle::new(&svid.cert_chain, &agent_key).unwrap(),
+        chain: svid.cert_chain.clone(),
+    };
+    let mut client = agent.client().await.unwrap();
+    let mut stream = client
+        .sync_entries(pb::SyncEntriesRequest { since_revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut stream).await;
+    assert_eq!(first.entries.len(), 1);
+
+    // When the alias expires the stream sends a full set without its entries, unprompted.
+    let after = next(&mut stream).await;
+    assert!(after.full_sync, "{after:?}");
+    assert!(after.entries.is_empty(), "{after:?}");
+    let request = pb::BatchNewX509SvidRequest {
+        params: vec![pb::X509SvidParams {
+            entry_id,
+            csr: key_and_csr().unwrap().1,
+        }],
+    };
+    let minted = client
+        .batch_new_x509_svid(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(minted.results[0].code, Code::PermissionDenied as i32);
+    // An agent resuming from before the expiry is not sent a delta that would keep the entry.
+    let mut resumed = client
+        .sync_entries(pb::SyncEntriesRequest {
+            since_revision: first.revision,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let resync = next(&mut resumed).await;
+    assert!(resync.full_sync && resync.entries.is_empty(), "{resync:?}");
+}

@@ -87,6 +87,10 @@ pub(crate) struct EntryFields {
     /// The workload may mint SVIDs for others (a downstream CA).
     #[arg(long)]
     downstream: bool,
+    /// When the entry stops granting anything, in seconds since the Unix epoch (SPIRE's
+    /// `-entryExpiry`); default never.
+    #[arg(long, value_name = "UNIX_SECONDS", value_parser = clap::value_parser!(i64).range(1..))]
+    expires_at: Option<i64>,
 }
 
 #[derive(Debug, Args)]
@@ -257,7 +261,7 @@ impl EntryFields {
             admin: self.admin,
             downstream: self.downstream,
             hint: self.hint,
-            expires_at: 0,
+            expires_at: self.expires_at.unwrap_or(0),
             revision: 0,
         }
     }

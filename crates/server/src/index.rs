@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use lanyard_core::{EntryId, RegistrationEntry, SelectorSet, SpiffeId};
 use lanyard_store::{DataStore, EntryChange};
@@ -32,6 +33,17 @@ pub(crate) struct IndexUpdate {
     pub(crate) puts_by_parent: HashMap<SpiffeId, Vec<RegistrationEntry>>,
     /// True if a node-alias entry changed: agents' alias memberships must be recomputed.
     pub(crate) aliases_changed: bool,
+}
+
+/// What node aliases grant one agent at one instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AliasGrants {
+    /// The agent's own ID and the IDs of the unexpired aliases it matches.
+    pub(crate) parents: BTreeSet<SpiffeId>,
+    /// When the first of those aliases expires.
+    pub(crate) next_expiry: Option<SystemTime>,
+    /// Whether an alias the agent matches has expired (and so grants nothing any more).
+    pub(crate) expired: bool,
 }
 
 /// The entries of the datastore, indexed by id and by parent.
@@ -135,23 +147,46 @@ impl EntryIndex {
         self.read().by_id.get(id).cloned()
     }
 
-    /// The parents whose entries `agent` may serve: its own ID and every node alias whose
-    /// selectors the agent has.
+    /// The parents whose entries `agent` may serve at `now`: its own ID and every unexpired node
+    /// alias whose selectors the agent has.
     pub(crate) fn parents_of(
         &self,
         agent: &SpiffeId,
         agent_selectors: &SelectorSet,
+        now: SystemTime,
     ) -> BTreeSet<SpiffeId> {
+        self.grants(agent, agent_selectors, now).parents
+    }
+
+    /// What the node aliases grant `agent` at `now`, and when that changes next without a write.
+    pub(crate) fn grants(
+        &self,
+        agent: &SpiffeId,
+        agent_selectors: &SelectorSet,
+        now: SystemTime,
+    ) -> AliasGrants {
         let state = self.read();
-        let mut parents = BTreeSet::from([agent.clone()]);
+        let mut grants = AliasGrants {
+            parents: BTreeSet::from([agent.clone()]),
+            next_expiry: None,
+            expired: false,
+        };
         if let Some(aliases) = state.by_parent.get(&self.server_id) {
             for alias in aliases.iter().filter_map(|id| state.by_id.get(id)) {
-                if alias.selectors().is_subset(agent_selectors) {
-                    parents.insert(alias.spiffe_id().clone());
+                if !alias.selectors().is_subset(agent_selectors) {
+                    continue;
+                }
+                if alias.is_expired(now) {
+                    grants.expired = true;
+                    continue;
+                }
+                grants.parents.insert(alias.spiffe_id().clone());
+                if let Some(expiry) = alias.expires_at() {
+                    grants.next_expiry = Some(grants.next_expiry.map_or(expiry, |e| e.min(expiry)));
                 }
             }
         }
-        parents
+        grants
     }
 
     /// Every entry under `parents`, with the index's revision.

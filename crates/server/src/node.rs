@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use lanyard_attestation::{
     AttestedNode, JoinToken, JoinTokenAttestationData, JoinTokenError, JoinTokenVerifier,
@@ -25,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::admin::{ca_status, store_status};
 use crate::convert::{invalid, parse_entry_id};
-use crate::index::IndexUpdate;
+use crate::index::{AliasGrants, IndexUpdate};
 use crate::limits::{Admit, MAX_LOGGED_TEXT, MAX_X509POP_CHAIN, clip, count_der_elements};
 use crate::node_listener::{PeerInfo, serial_of};
 use crate::{ServerState, unix_seconds};
@@ -477,7 +478,7 @@ impl NodeService {
     fn authorized_parents(&self, agent: &AttestedAgent) -> BTreeSet<SpiffeId> {
         self.state
             .index
-            .parents_of(&agent.spiffe_id, &agent.selectors)
+            .parents_of(&agent.spiffe_id, &agent.selectors, self.state.clock.now())
     }
 }
 
@@ -801,25 +802,36 @@ impl EntryStream {
         let mut updates = self.state.index.subscribe();
         let mut bundles = self.state.bundles.subscribe();
         let mut revoked = self.state.agent_revoked.subscribe();
-        let mut parents = self
-            .state
-            .index
-            .parents_of(&self.agent.spiffe_id, &self.agent.selectors);
+        let grants = self.grants();
+        let mut parents = grants.parents.clone();
+        let mut alias_expiry = grants.next_expiry;
         let published = bundles.borrow_and_update().clone();
-        let mut sent = match self.initial(since, &parents, &published).await {
+        let mut sent = match self.initial(since, &grants, &published).await {
             Ok(sent) => sent,
             Err(Ended::Closed) => return,
         };
         loop {
             let outcome = tokio::select! {
                 update = updates.recv() => match update {
-                    Ok(update) => self.apply(&update, &mut parents, &mut sent).await,
+                    Ok(update) => self.apply(&update, &mut parents, &mut alias_expiry, &mut sent).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Fell behind: start again from a full set.
-                        parents = self.state.index.parents_of(&self.agent.spiffe_id, &self.agent.selectors);
+                        let grants = self.grants();
+                        (parents, alias_expiry) = (grants.parents, grants.next_expiry);
                         self.full(&parents, None).await.map(|s| sent = s)
                     }
                     Err(broadcast::error::RecvError::Closed) => Err(Ended::Closed),
+                },
+                () = self.until(alias_expiry) => {
+                    // A node alias stopped granting: what the agent may serve changed.
+                    let grants = self.grants();
+                    alias_expiry = grants.next_expiry;
+                    if grants.parents == parents {
+                        Ok(())
+                    } else {
+                        parents = grants.parents;
+                        self.full(&parents, None).await.map(|s| sent = s)
+                    }
                 },
                 changed = bundles.changed() => match changed {
                     Ok(()) => {
@@ -850,6 +862,28 @@ impl EntryStream {
         }
     }
 
+    /// What node aliases grant this stream's agent now.
+    fn grants(&self) -> AliasGrants {
+        self.state.index.grants(
+            &self.agent.spiffe_id,
+            &self.agent.selectors,
+            self.state.clock.now(),
+        )
+    }
+
+    /// Waits until `at` on the server's clock; forever for `None`.
+    async fn until(&self, at: Option<SystemTime>) {
+        match at {
+            Some(at) => {
+                let wait = at
+                    .duration_since(self.state.clock.now())
+                    .unwrap_or_default();
+                tokio::time::sleep(wait).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
     async fn send(&self, message: pb::SyncEntriesResponse) -> Result<(), Ended> {
         self.tx.send(Ok(message)).await.map_err(|_| Ended::Closed)
     }
@@ -859,10 +893,13 @@ impl EntryStream {
     async fn initial(
         &self,
         since: u64,
-        parents: &BTreeSet<SpiffeId>,
+        grants: &AliasGrants,
         bundles: &PublishedBundles,
     ) -> Result<HashMap<EntryId, u64>, Ended> {
-        let resumable = since > 0 && since <= self.state.index.revision();
+        let parents = &grants.parents;
+        // An alias that expired may have granted entries the agent still holds, with no write to
+        // say so: only a full set tells the agent to drop them.
+        let resumable = since > 0 && since <= self.state.index.revision() && !grants.expired;
         if resumable && let Ok(changes) = self.state.store.entry_changes_since(since, 0).await {
             // A node alias that changed (or a deletion, which might have been one) can change
             // what this agent may serve beyond the listed ids: resync in full then.
@@ -930,15 +967,14 @@ impl EntryStream {
         &self,
         update: &IndexUpdate,
         parents: &mut BTreeSet<SpiffeId>,
+        alias_expiry: &mut Option<SystemTime>,
         sent: &mut HashMap<EntryId, u64>,
     ) -> Result<(), Ended> {
         if update.aliases_changed {
-            let now = self
-                .state
-                .index
-                .parents_of(&self.agent.spiffe_id, &self.agent.selectors);
-            if &now != parents {
-                *parents = now;
+            let grants = self.grants();
+            *alias_expiry = grants.next_expiry;
+            if &grants.parents != parents {
+                *parents = grants.parents;
                 *sent = self.full(parents, None).await?;
                 return Ok(());
             }
