@@ -9,7 +9,9 @@
 //! - An SVID is kept while its entry exists. It is minted again when it reaches its renewal time
 //!   (1/2 lifetime ±10%), when the entry changes what the certificate says (SPIFFE ID, DNS names,
 //!   TTL), or when the bundle no longer verifies it (its CA was removed). Until the replacement
-//!   arrives the old one is served, unless the SPIFFE ID changed: then it is dropped at once.
+//!   arrives the old one is served, unless the SPIFFE ID changed or the bundle no longer verifies
+//!   it (its root was revoked: peers would refuse it, and its key may be compromised): then it
+//!   is withheld at once.
 //! - An SVID past its `NotAfter` is never served.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -418,7 +420,7 @@ impl Cache {
             .values()
             .filter(|e| !e.is_expired(now))
             .filter_map(|e| Some((e, self.svids.get(e.id())?)))
-            .filter(|(_, svid)| now < svid.not_after)
+            .filter(|(_, svid)| now < svid.not_after && !svid.untrusted)
             .collect();
         served.sort_by(|(a, _), (b, _)| {
             (a.spiffe_id().as_str(), a.id()).cmp(&(b.spiffe_id().as_str(), b.id()))

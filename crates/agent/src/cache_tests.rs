@@ -228,6 +228,9 @@ fn a_removed_ca_forces_a_remint() {
     };
     assert!(f.apply(msg).bundle_changed);
     assert_eq!(f.cache.mint_jobs(f.now()).len(), 1);
+    // Its root was revoked (compromised, say): the SVID is withheld until the replacement comes,
+    // rather than handed to a workload whose peers would refuse it.
+    assert!(f.served().is_empty());
     assert_eq!(f.mint_all(), 1);
     assert_eq!(f.served().len(), 1);
     assert_eq!(f.cache.mint_jobs(f.now()).len(), 0);
