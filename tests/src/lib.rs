@@ -284,6 +284,22 @@ impl Server {
         })
     }
 
+    /// This trust domain's bundle, as `lanyard bundle show --format spiffe` prints it.
+    pub fn bundle(&self) -> lanyard_core::Bundle {
+        let json = self.cli(&["bundle", "show", "--format", "spiffe"]);
+        node_client::parse_bundle(&self.trust_domain, json.ok()).expect("the server's bundle")
+    }
+
+    /// A new join token from `lanyard token generate <args>`.
+    pub fn join_token(&self, args: &[&str]) -> String {
+        let mut all = vec!["token", "generate", "--output", "json"];
+        all.extend_from_slice(args);
+        self.cli(&all).json()["token"]
+            .as_str()
+            .expect("a token in the JSON output")
+            .to_owned()
+    }
+
     /// The server's log so far, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -66,11 +66,21 @@ impl SimAgent {
     ) -> Result<Self, tonic::Status> {
         let (key, csr) = key_and_csr().map_err(|e| tonic::Status::internal(e.to_string()))?;
         let svid = attest_join_token(addr, bundle, token, csr).await?;
+        Self::from_svid(addr, bundle, svid, &key)
+    }
+
+    /// The agent holding `svid` (from attestation or renewal) and its PKCS#8 `key`.
+    pub fn from_svid(
+        addr: SocketAddr,
+        bundle: &Bundle,
+        svid: pb::AgentSvid,
+        key: &[u8],
+    ) -> Result<Self, tonic::Status> {
         let spiffe_id: SpiffeId = svid
             .spiffe_id
             .parse()
             .map_err(|e: lanyard_core::IdError| tonic::Status::internal(e.to_string()))?;
-        let handle = SvidHandle::new(&svid.cert_chain, &key)
+        let handle = SvidHandle::new(&svid.cert_chain, key)
             .map_err(|e| tonic::Status::internal(e.to_string()))?;
         Ok(Self {
             addr,

@@ -217,16 +217,7 @@ async fn an_agent_evicted_through_one_server_loses_its_stream_on_every_server() 
         Duration::from_secs(30),
         || (roots(&a) == 2 && roots(&b) == 2).then_some(()),
     );
-    let token = a.cli(&["token", "generate", "--output", "json"]).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let bundle = parse_bundle(
-        "example.org",
-        a.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
-    )
-    .unwrap();
-    let on_a = SimAgent::attest(a.node_addr(), &bundle, &token)
+    let on_a = SimAgent::attest(a.node_addr(), &a.bundle(), &a.join_token(&[]))
         .await
         .unwrap();
     // The same agent, streaming from server B.

@@ -4,27 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use lanyard_e2e::Server;
-use lanyard_e2e::node_client::{SimAgent, connect, key_and_csr, parse_bundle};
+use lanyard_e2e::node_client::{SimAgent, connect, key_and_csr};
 use lanyard_proto::node as pb;
-use lanyard_tls::SvidHandle;
 use tonic::Code;
-
-fn bundle_of(server: &Server) -> lanyard_core::Bundle {
-    let json = server
-        .cli(&["bundle", "show", "--format", "spiffe"])
-        .ok()
-        .to_owned();
-    parse_bundle("example.org", &json).unwrap()
-}
-
-fn token(server: &Server, args: &[&str]) -> String {
-    let mut all = vec!["token", "generate", "--output", "json"];
-    all.extend_from_slice(args);
-    server.cli(&all).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 /// Renews `agent`'s SVID through RenewAgent; returns the agent holding the new SVID.
 async fn renew(agent: &SimAgent) -> Result<SimAgent, tonic::Status> {
@@ -38,11 +20,7 @@ async fn renew(agent: &SimAgent) -> Result<SimAgent, tonic::Status> {
         .into_inner()
         .svid
         .unwrap();
-    Ok(SimAgent {
-        svid: SvidHandle::new(&svid.cert_chain, &key).unwrap(),
-        chain: svid.cert_chain,
-        ..agent.clone()
-    })
+    SimAgent::from_svid(agent.addr, &agent.bundle, svid, &key)
 }
 
 /// Whether the server serves `agent` an entry stream.
@@ -61,8 +39,8 @@ async fn sync_code(agent: &SimAgent) -> Code {
 async fn an_agent_svid_works_only_while_it_is_the_records_current_one() {
     let server = Server::start();
     let addr = server.node_addr();
-    let bundle = bundle_of(&server);
-    let first = SimAgent::attest(addr, &bundle, &token(&server, &[]))
+    let bundle = server.bundle();
+    let first = SimAgent::attest(addr, &bundle, &server.join_token(&[]))
         .await
         .unwrap();
 
@@ -89,15 +67,15 @@ async fn an_agent_svid_works_only_while_it_is_the_records_current_one() {
 async fn an_svid_from_before_a_reattestation_or_eviction_is_refused() {
     let server = Server::start();
     let addr = server.node_addr();
-    let bundle = bundle_of(&server);
+    let bundle = server.bundle();
     let id = "spiffe://example.org/lanyard/agent/join_token/node-1";
-    let before = SimAgent::attest(addr, &bundle, &token(&server, &["--spiffe-id", id]))
+    let before = SimAgent::attest(addr, &bundle, &server.join_token(&["--spiffe-id", id]))
         .await
         .unwrap();
     assert_eq!(before.spiffe_id.as_str(), id);
 
     // The same node attests again: the SVID it held before is dead, the new one works.
-    let again = SimAgent::attest(addr, &bundle, &token(&server, &["--spiffe-id", id]))
+    let again = SimAgent::attest(addr, &bundle, &server.join_token(&["--spiffe-id", id]))
         .await
         .unwrap();
     assert_eq!(sync_code(&before).await, Code::PermissionDenied);
@@ -105,7 +83,7 @@ async fn an_svid_from_before_a_reattestation_or_eviction_is_refused() {
 
     // Evicted, then attested again: neither earlier SVID comes back to life.
     server.cli(&["agent", "evict", "--spiffe-id", id]).ok();
-    let after = SimAgent::attest(addr, &bundle, &token(&server, &["--spiffe-id", id]))
+    let after = SimAgent::attest(addr, &bundle, &server.join_token(&["--spiffe-id", id]))
         .await
         .unwrap();
     assert_eq!(sync_code(&again).await, Code::PermissionDenied);
@@ -156,7 +134,7 @@ async fn a_thousand_hostile_attestations_cost_the_datastore_almost_nothing() {
     let ca = write_x509pop_ca();
     let server = Server::start_with(&["--x509pop-ca", ca.path().to_str().unwrap()]);
     let addr = server.node_addr();
-    let bundle = bundle_of(&server);
+    let bundle = server.bundle();
     let data = server.dir.join("data");
     let before = tree_size(&data);
 
@@ -190,7 +168,7 @@ async fn a_thousand_hostile_attestations_cost_the_datastore_almost_nothing() {
     let grown = tree_size(&data).saturating_sub(before);
     assert!(grown < 1024 * 1024, "the data dir grew by {grown} bytes");
     // The server still serves agents.
-    let agent = SimAgent::attest(addr, &bundle, &token(&server, &[]))
+    let agent = SimAgent::attest(addr, &bundle, &server.join_token(&[]))
         .await
         .unwrap();
     assert_eq!(sync_code(&agent).await, Code::Ok);
@@ -218,7 +196,7 @@ fn config_file(toml: &str) -> tempfile::NamedTempFile {
 async fn an_attestation_that_never_sends_its_parameters_is_cut_off() {
     let config = config_file("[node_api]\nattestation_timeout = \"1s\"\n");
     let server = Server::start_with(&["--config", config.path().to_str().unwrap()]);
-    let mut client = connect(server.node_addr(), &bundle_of(&server), None)
+    let mut client = connect(server.node_addr(), &server.bundle(), None)
         .await
         .unwrap();
     // A stream that stays open and silent.
@@ -238,8 +216,8 @@ async fn an_attestation_that_never_sends_its_parameters_is_cut_off() {
 async fn a_bad_csr_does_not_use_up_the_join_token() {
     let server = Server::start();
     let addr = server.node_addr();
-    let bundle = bundle_of(&server);
-    let token = token(&server, &[]);
+    let bundle = server.bundle();
+    let token = server.join_token(&[]);
     let status =
         lanyard_e2e::node_client::attest_join_token(addr, &bundle, &token, b"junk".to_vec())
             .await
@@ -255,7 +233,7 @@ async fn connections_over_the_limit_are_closed_until_one_goes() {
     let config = config_file("[node_api]\nmax_connections = 3\n");
     let server = Server::start_with(&["--config", config.path().to_str().unwrap()]);
     let addr = server.node_addr();
-    let bundle = bundle_of(&server);
+    let bundle = server.bundle();
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(connect(addr, &bundle, None).await.unwrap());
@@ -312,9 +290,9 @@ async fn events_used_tokens_and_tombstones_are_pruned_on_schedule() {
     );
     let server = Server::start_with(&["--config", config.path().to_str().unwrap()]);
     let addr = server.node_addr();
-    let bundle = bundle_of(&server);
+    let bundle = server.bundle();
     // An attestation (an event, a used token) and a deleted entry (a tombstone).
-    SimAgent::attest(addr, &bundle, &token(&server, &[]))
+    SimAgent::attest(addr, &bundle, &server.join_token(&[]))
         .await
         .unwrap();
     let id = server
@@ -348,6 +326,6 @@ async fn events_used_tokens_and_tombstones_are_pruned_on_schedule() {
         },
     );
     // A token that is neither used nor expired stays.
-    token(&server, &[]);
+    server.join_token(&[]);
     assert_eq!(rows(&server, "join_tokens"), 1);
 }

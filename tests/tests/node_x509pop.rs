@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use lanyard_e2e::Server;
-use lanyard_e2e::node_client::{
-    SimAgent, attest_x509pop, attest_x509pop_signed_by, key_and_csr, parse_bundle,
-};
+use lanyard_e2e::node_client::{SimAgent, attest_x509pop, attest_x509pop_signed_by, key_and_csr};
 use lanyard_proto::node as pb;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use tonic::Code;
@@ -54,6 +52,16 @@ impl NodeCa {
         (cert_path, key_path)
     }
 
+    /// A server that trusts this CA for x509pop, with more `server run` flags, keeping its files
+    /// in `dir`.
+    fn server(&self, dir: &std::path::Path, extra: &[&str]) -> Server {
+        let ca_path = dir.join("nodes.pem");
+        std::fs::write(&ca_path, &self.pem).unwrap();
+        let mut args = vec!["--x509pop-ca", ca_path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Server::start_with(&args)
+    }
+
     /// A node certificate; returns (chain DER, key PKCS#8 DER).
     fn node(&self, cn: &str) -> (Vec<Vec<u8>>, Vec<u8>) {
         let (cert, key) = self.issue(cn);
@@ -73,15 +81,9 @@ async fn next(stream: &mut tonic::Streaming<pb::SyncEntriesResponse>) -> pb::Syn
 async fn x509pop_agents_attest_reattest_and_match_node_aliases() {
     let ca = NodeCa::new("node provisioning CA");
     let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("nodes.pem");
-    std::fs::write(&ca_path, &ca.pem).unwrap();
-    let server = Server::start_with(&["--x509pop-ca", ca_path.to_str().unwrap()]);
+    let server = ca.server(dir.path(), &[]);
     let addr = server.node_addr();
-    let bundle = parse_bundle(
-        "example.org",
-        server.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
-    )
-    .unwrap();
+    let bundle = server.bundle();
 
     let (chain, key) = ca.node("node-1");
     let (_, csr) = key_and_csr().unwrap();
@@ -138,13 +140,7 @@ async fn x509pop_agents_attest_reattest_and_match_node_aliases() {
     let third = attest_x509pop(addr, &bundle, chain.clone(), &key, csr)
         .await
         .unwrap();
-    let agent = SimAgent {
-        addr,
-        bundle: bundle.clone(),
-        spiffe_id: third.spiffe_id.parse().unwrap(),
-        svid: lanyard_tls::SvidHandle::new(&third.cert_chain, &agent_key).unwrap(),
-        chain: third.cert_chain.clone(),
-    };
+    let agent = SimAgent::from_svid(addr, &bundle, third, &agent_key).unwrap();
     let mut client = agent.client().await.unwrap();
     let mut stream = client
         .sync_entries(pb::SyncEntriesRequest { since_revision: 0 })
@@ -176,15 +172,9 @@ async fn x509pop_agents_attest_reattest_and_match_node_aliases() {
 async fn forged_x509pop_attempts_are_refused() {
     let ca = NodeCa::new("node provisioning CA");
     let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("nodes.pem");
-    std::fs::write(&ca_path, &ca.pem).unwrap();
-    let server = Server::start_with(&["--x509pop-ca", ca_path.to_str().unwrap()]);
+    let server = ca.server(dir.path(), &[]);
     let addr = server.node_addr();
-    let bundle = parse_bundle(
-        "example.org",
-        server.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
-    )
-    .unwrap();
+    let bundle = server.bundle();
 
     // A certificate from a CA the server does not trust, even one with the same name.
     let impostor = NodeCa::new("node provisioning CA");
@@ -222,11 +212,7 @@ async fn forged_x509pop_attempts_are_refused() {
 
     // A server without x509pop configured says so.
     let plain = Server::start();
-    let plain_bundle = parse_bundle(
-        "example.org",
-        plain.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
-    )
-    .unwrap();
+    let plain_bundle = plain.bundle();
     let (chain, key) = ca.node("node-4");
     let status = attest_x509pop(plain.node_addr(), &plain_bundle, chain, &key, csr)
         .await
@@ -238,9 +224,7 @@ async fn forged_x509pop_attempts_are_refused() {
 fn a_real_agent_attests_with_x509pop_and_serves_node_alias_entries() {
     let ca = NodeCa::new("node provisioning CA");
     let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("nodes.pem");
-    std::fs::write(&ca_path, &ca.pem).unwrap();
-    let server = Server::start_with(&["--x509pop-ca", ca_path.to_str().unwrap()]);
+    let server = ca.server(dir.path(), &[]);
     let alias = "spiffe://example.org/nodes/web-tier";
     server
         .cli(&[
@@ -293,21 +277,10 @@ fn a_real_agent_attests_with_x509pop_and_serves_node_alias_entries() {
 async fn an_x509pop_challenge_left_unanswered_is_cut_off() {
     let ca = NodeCa::new("node provisioning CA");
     let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("nodes.pem");
-    std::fs::write(&ca_path, &ca.pem).unwrap();
     let config = dir.path().join("server.toml");
     std::fs::write(&config, "[node_api]\nattestation_timeout = \"1s\"\n").unwrap();
-    let server = Server::start_with(&[
-        "--x509pop-ca",
-        ca_path.to_str().unwrap(),
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    let bundle = parse_bundle(
-        "example.org",
-        server.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
-    )
-    .unwrap();
+    let server = ca.server(dir.path(), &["--config", config.to_str().unwrap()]);
+    let bundle = server.bundle();
     let mut client = lanyard_e2e::node_client::connect(server.node_addr(), &bundle, None)
         .await
         .unwrap();
@@ -347,15 +320,9 @@ async fn an_x509pop_challenge_left_unanswered_is_cut_off() {
 async fn an_expired_node_alias_stops_granting() {
     let ca = NodeCa::new("node provisioning CA");
     let dir = tempfile::tempdir().unwrap();
-    let ca_path = dir.path().join("nodes.pem");
-    std::fs::write(&ca_path, &ca.pem).unwrap();
-    let server = Server::start_with(&["--x509pop-ca", ca_path.to_str().unwrap()]);
+    let server = ca.server(dir.path(), &[]);
     let addr = server.node_addr();
-    let bundle = parse_bundle(
-        "example.org",
-        server.cli(&["bundle", "show", "--format", "spiffe"]).ok(),
-    )
-    .unwrap();
+    let bundle = server.bundle();
 
     // An alias that expires in a few seconds, and an entry under it.
     let expires_at = std::time::SystemTime::now()
@@ -401,13 +368,7 @@ async fn an_expired_node_alias_stops_granting() {
     let svid = attest_x509pop(addr, &bundle, chain, &key, csr)
         .await
         .unwrap();
-    let agent = SimAgent {
-        addr,
-        bundle: bundle.clone(),
-        spiffe_id: svid.spiffe_id.parse().unwrap(),
-        svid: lanyard_tls::SvidHandle::new(&svid.cert_chain, &agent_key).unwrap(),
-        chain: svid.cert_chain.clone(),
-    };
+    let agent = SimAgent::from_svid(addr, &bundle, svid, &agent_key).unwrap();
     let mut client = agent.client().await.unwrap();
     let mut stream = client
         .sync_entries(pb::SyncEntriesRequest { since_revision: 0 })
