@@ -20,8 +20,8 @@ pub enum Error {
         euid: u32,
     },
     #[error(
-        "refusing {path}: group or others can write into it (mode {mode:04o}); \
-         remove it, `chmod go-w` it, or choose another path"
+        "refusing {path}: group or others can write into it (mode {mode:04o}); {}",
+        writable_hint(*.mode)
     )]
     Writable { path: PathBuf, mode: u32 },
     #[error(
@@ -68,4 +68,14 @@ pub enum Error {
         mode: u32,
         owner: u32,
     },
+}
+
+/// What to do about a directory others can write into.
+fn writable_hint(mode: u32) -> &'static str {
+    if mode & 0o1000 != 0 {
+        // A shared directory such as /tmp: the fix is a directory of our own inside it.
+        "use a directory of its own inside it"
+    } else {
+        "remove it, `chmod go-w` it, or choose another path"
+    }
 }

@@ -30,7 +30,9 @@ use lanyard_store::{DataStore, StoreConfig};
 use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 
-pub use config::{CaSettings, ServerConfig, UpstreamAuthority};
+pub use config::{
+    CaSettings, DEFAULT_ADMIN_SOCKET, DEFAULT_ROOT_ADMIN_SOCKET, ServerConfig, UpstreamAuthority,
+};
 
 use crate::authority::Authority;
 use crate::index::EntryIndex;
@@ -51,8 +53,20 @@ pub enum ServerError {
     Store(#[from] lanyard_store::Error),
     #[error("CA: {0}")]
     Ca(#[from] lanyard_ca::CaError),
+    #[error("cannot use data directory {path}: {source}")]
+    UnsafeDataDir {
+        path: PathBuf,
+        #[source]
+        source: lanyard_fs::Error,
+    },
     #[error("cannot bind the admin socket {path}: {source}")]
     AdminSocket {
+        path: PathBuf,
+        #[source]
+        source: lanyard_fs::Error,
+    },
+    #[error("cannot listen on the admin socket {path}: {source}")]
+    AdminListen {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -134,11 +148,7 @@ pub async fn run_with_clock(
         tracing::info!(%addr, "node API listening");
     }
     let (metrics, registry) = Metrics::new();
-    let admin_listener =
-        socket::bind_private(&config.admin_socket).map_err(|source| ServerError::AdminSocket {
-            path: config.admin_socket.clone(),
-            source,
-        })?;
+    let admin_listener = socket::bind_private(&config.admin_socket)?;
     let health_listener = match config.health_bind {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -291,13 +301,12 @@ pub(crate) async fn published_bundles(
     })
 }
 
+/// Creates the data directory 0700, or checks an existing one and narrows it to 0700: see
+/// [`lanyard_fs::private_dir`] for what is refused.
 fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| ServerError::DataDir {
+    lanyard_fs::private_dir(path)
+        .map(drop)
+        .map_err(|source| ServerError::UnsafeDataDir {
             path: path.to_owned(),
             source,
         })
