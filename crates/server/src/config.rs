@@ -20,7 +20,7 @@ pub struct ServerConfig {
     pub trust_domain: TrustDomain,
     /// Keys, the SQLite file (by default) and other state live here; created 0700.
     pub data_dir: PathBuf,
-    /// The admin API's Unix socket, created 0600.
+    /// The admin API's Unix socket, created 0600 in a directory only this user or root controls.
     pub admin_socket: PathBuf,
     /// The node API's TCP address (agents connect here); port 0 picks a free port, which is logged.
     pub bind: SocketAddr,

@@ -53,6 +53,8 @@ pub enum ServerError {
     Store(#[from] lanyard_store::Error),
     #[error("CA: {0}")]
     Ca(#[from] lanyard_ca::CaError),
+    /// The data directory was refused (another user's, or others can write into it) or could not
+    /// be made.
     #[error("cannot use data directory {path}: {source}")]
     UnsafeDataDir {
         path: PathBuf,
