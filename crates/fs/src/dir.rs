@@ -202,6 +202,12 @@ fn open(path: &Path, mode: u32, wider: Wider) -> Result<Dir, Error> {
         }
     }
 
+    if wider == Wider::Narrow && shown == Path::new("/") {
+        return Err(Error::InvalidPath {
+            path: path.to_owned(),
+            reason: "the root directory cannot be a private directory",
+        });
+    }
     let mut have = stat.st_mode & 0o7777;
     check_owner(&stat, &shown, euid)?;
     check_final(have, &shown)?;
