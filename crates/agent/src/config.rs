@@ -14,9 +14,12 @@ use rustls_pki_types::pem::PemObject as _;
 
 use crate::AgentError;
 
-/// Where the agent serves the Workload API unless told otherwise (SPIRE's is
+/// Where an agent not running as root serves the Workload API unless told otherwise (SPIRE's is
 /// `/tmp/spire-agent/public/api.sock`).
 pub const DEFAULT_SOCKET_PATH: &str = "/tmp/lanyard-agent/public/api.sock";
+/// Where an agent running as root serves the Workload API unless told otherwise: under `/run`,
+/// where only root can create anything. This crate does not look at its uid; the binary chooses.
+pub const DEFAULT_ROOT_SOCKET_PATH: &str = "/run/lanyard/agent/public/api.sock";
 /// Where the agent keeps its SVID, key and bundle unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = ".lanyard/agent";
 /// The server's node API unless told otherwise.

@@ -16,7 +16,7 @@ pub enum AgentError {
     DataDir {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: lanyard_fs::Error,
     },
     #[error("cannot read or write {path}: {source}")]
     Storage {

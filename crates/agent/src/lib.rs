@@ -34,8 +34,8 @@ use std::future::Future;
 
 pub use agent::Agent;
 pub use config::{
-    AgentConfig, DEFAULT_DATA_DIR, DEFAULT_SERVER_ADDRESS, DEFAULT_SOCKET_PATH, NodeAttestorConfig,
-    ServerAddress, TrustBootstrap, Tuning,
+    AgentConfig, DEFAULT_DATA_DIR, DEFAULT_ROOT_SOCKET_PATH, DEFAULT_SERVER_ADDRESS,
+    DEFAULT_SOCKET_PATH, NodeAttestorConfig, ServerAddress, TrustBootstrap, Tuning,
 };
 pub use error::AgentError;
 pub use lanyard_attestation::JoinToken;

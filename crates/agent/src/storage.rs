@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -25,7 +25,6 @@ use zeroize::Zeroize as _;
 use crate::AgentError;
 use crate::keys;
 
-const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
 const SVID_FILE: &str = "agent_svid.json";
 const BUNDLE_FILE: &str = "bundle.json";
@@ -68,27 +67,13 @@ struct SvidFile {
 // === impl Storage ===
 
 impl Storage {
-    /// Creates the directory (0700) if needed, and narrows its mode to 0700 if it is wider.
+    /// Creates the directory (0700) if needed, and narrows its mode to 0700 if it is wider. One
+    /// owned by another user, or that others can write into, is refused ([`lanyard_fs::private_dir`]).
     pub(crate) fn open(dir: &Path) -> Result<Self, AgentError> {
-        let err = |source| AgentError::DataDir {
+        lanyard_fs::private_dir(dir).map_err(|source| AgentError::DataDir {
             path: dir.to_owned(),
             source,
-        };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(DIR_MODE)
-            .create(dir)
-            .map_err(err)?;
-        let meta = fs::metadata(dir).map_err(err)?;
-        if !meta.is_dir() {
-            return Err(err(io::Error::new(
-                io::ErrorKind::NotADirectory,
-                "not a directory",
-            )));
-        }
-        if meta.permissions().mode() & 0o777 != DIR_MODE {
-            fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(err)?;
-        }
+        })?;
         Ok(Self {
             dir: dir.to_owned(),
         })

@@ -113,6 +113,37 @@ fn corrupt_or_mismatched_files_are_errors() {
 }
 
 #[test]
+fn a_data_dir_others_can_write_is_refused() {
+    // Anyone could have planted a bundle.json in it, which the agent would then trust.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+    let err = Storage::open(&dir).unwrap_err();
+    assert!(
+        err.to_string().contains("group or others can write"),
+        "{err}"
+    );
+    assert_eq!(mode(&dir), 0o777);
+}
+
+#[test]
+fn a_data_dir_owned_by_another_user_is_refused() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: chown to another uid needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+    let err = Storage::open(&dir).unwrap_err();
+    assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    assert_eq!(mode(&dir), 0o755);
+}
+
+#[test]
 fn a_data_dir_that_is_a_file_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("file");

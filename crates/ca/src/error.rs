@@ -23,6 +23,12 @@ pub enum CaError {
         "key file {path} or its directory is readable by group or others (mode {mode:o}); use 0600 files in a 0700 directory"
     )]
     InsecurePermissions { path: PathBuf, mode: u32 },
+    #[error("cannot use the key directory {path}: {source}")]
+    KeyDir {
+        path: PathBuf,
+        #[source]
+        source: lanyard_fs::Error,
+    },
     #[error("key storage I/O failed at {path}: {source}")]
     Io {
         path: PathBuf,

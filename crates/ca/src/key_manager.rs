@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -151,32 +151,17 @@ impl KeyManager for MemoryKeyManager {
 // === impl DiskKeyManager ===
 
 impl DiskKeyManager {
-    /// Opens `dir`, creating it with mode 0700 if missing. An existing directory that group or
-    /// others can access is refused rather than silently changed.
+    /// Opens `dir`, creating it with mode 0700 if missing. An existing directory must pass
+    /// [`lanyard_fs::checked_dir`] (owned by this user or root, nobody else can write on the way);
+    /// one that group or others can even read is refused rather than silently narrowed, since a
+    /// key in it may already have been read.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, CaError> {
         let dir = dir.into();
-        match fs::metadata(&dir) {
-            Ok(meta) => {
-                if !meta.is_dir() {
-                    return Err(CaError::io(
-                        &dir,
-                        std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
-                    ));
-                }
-                check_private(&dir, meta.permissions().mode())?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&dir)
-                    .map_err(|e| CaError::io(&dir, e))?;
-                // The process umask may have cleared bits, never added them; set exactly 0700.
-                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-                    .map_err(|e| CaError::io(&dir, e))?;
-            }
-            Err(e) => return Err(CaError::io(&dir, e)),
-        }
+        let checked = lanyard_fs::checked_dir(&dir, 0o700).map_err(|source| CaError::KeyDir {
+            path: dir.clone(),
+            source,
+        })?;
+        check_private(&dir, checked.mode())?;
         Ok(Self {
             dir,
             cache: Mutex::new(HashMap::new()),

@@ -102,6 +102,21 @@ fn disk_manager_replaces_a_key_atomically() {
 }
 
 #[test]
+fn disk_manager_refuses_a_key_dir_owned_by_another_user() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: chown to another uid needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), None).unwrap();
+    let err = DiskKeyManager::open(&dir).unwrap_err();
+    assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+}
+
+#[test]
 fn disk_manager_refuses_loose_permissions_and_bad_files() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("open");

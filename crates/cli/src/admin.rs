@@ -16,15 +16,13 @@ use crate::duration::{HumanDuration, format_duration};
 use crate::output::{OutputFormat, print_json, table};
 use crate::{pem, uds};
 
-/// Where `lanyard server run` puts its admin socket unless told otherwise.
-pub(crate) const DEFAULT_ADMIN_SOCKET: &str = "/tmp/lanyard-server/admin.sock";
-
 /// Flags every admin command takes.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct AdminOpts {
-    /// Path of the server's admin socket.
-    #[arg(long, global = true, default_value = DEFAULT_ADMIN_SOCKET, env = "LANYARD_ADMIN_SOCKET")]
-    pub(crate) admin_socket: PathBuf,
+    /// Path of the server's admin socket (default: /run/lanyard/server/admin.sock if it exists,
+    /// else /tmp/lanyard-server/admin.sock).
+    #[arg(long, global = true, env = "LANYARD_ADMIN_SOCKET")]
+    pub(crate) admin_socket: Option<PathBuf>,
     /// How to print the result.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub(crate) output: OutputFormat,
@@ -214,7 +212,10 @@ pub(crate) struct JwtMintArgs {
 }
 
 async fn client(opts: &AdminOpts) -> anyhow::Result<AdminClient<Channel>> {
-    Ok(AdminClient::new(uds::connect(&opts.admin_socket).await?))
+    let socket = opts.admin_socket.clone().unwrap_or_else(|| {
+        crate::paths::ADMIN_SOCKET.to_dial(crate::paths::running_as_root(), Path::exists)
+    });
+    Ok(AdminClient::new(uds::connect(&socket).await?))
 }
 
 /// Turns a gRPC error into one line that says what the server refused.

@@ -20,7 +20,8 @@ pub(crate) struct AgentRunArgs {
     /// The server's node API, HOST:PORT (default 127.0.0.1:8081).
     #[arg(long)]
     server: Option<String>,
-    /// The Workload API socket (default /tmp/lanyard-agent/public/api.sock).
+    /// The Workload API socket (default /run/lanyard/agent/public/api.sock as root, else
+    /// /tmp/lanyard-agent/public/api.sock).
     #[arg(long)]
     socket: Option<PathBuf>,
     /// Where the agent keeps its SVID, key and bundle (default ./.lanyard/agent).
@@ -103,9 +104,9 @@ impl AgentRunArgs {
             self.data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from(lanyard_agent::DEFAULT_DATA_DIR)),
-            self.socket
-                .or(file.socket)
-                .unwrap_or_else(|| PathBuf::from(lanyard_agent::DEFAULT_SOCKET_PATH)),
+            self.socket.or(file.socket).unwrap_or_else(|| {
+                crate::paths::WORKLOAD_SOCKET.to_serve(crate::paths::running_as_root())
+            }),
             trust,
         );
         if let Some(token) = self.join_token.or(file.join_token) {

@@ -6,6 +6,7 @@ mod agent;
 mod dev;
 mod duration;
 mod output;
+mod paths;
 mod pem;
 mod server;
 mod uds;
@@ -177,6 +178,23 @@ pub(crate) fn unix_seconds(at: std::time::SystemTime) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The error and its causes on one line, outermost first. Many library errors already include
+/// their cause in their own message; a cause whose text is already on the line is not repeated.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr; RUST_LOG adjusts the level (default: info).
@@ -198,9 +216,35 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line: the error and its causes, outermost first.
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot bind {path}: {source}")]
+    struct Outer {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        let inner = std::io::Error::other("refusing /x: owned by uid 1");
+        let error = anyhow::Error::new(Outer {
+            path: "/x/a.sock",
+            source: inner,
+        })
+        .context("the server did not start");
+        assert_eq!(
+            one_line(&error),
+            "the server did not start: cannot bind /x/a.sock: refusing /x: owned by uid 1"
+        );
     }
 }

@@ -9,7 +9,6 @@ use lanyard_core::TrustDomain;
 use lanyard_server::{ServerConfig, UpstreamAuthority};
 use serde::Deserialize;
 
-use crate::admin::DEFAULT_ADMIN_SOCKET;
 use crate::duration::HumanDuration;
 
 /// Flags of `lanyard server run`. Each overrides the same setting in `--config`.
@@ -27,7 +26,8 @@ pub(crate) struct ServerRunArgs {
     /// The node API's address, where agents connect (default 127.0.0.1:8081).
     #[arg(long)]
     bind: Option<SocketAddr>,
-    /// The admin API's Unix socket (default /tmp/lanyard-server/admin.sock).
+    /// The admin API's Unix socket (default /run/lanyard/server/admin.sock as root, else
+    /// /tmp/lanyard-server/admin.sock).
     #[arg(long)]
     admin_socket: Option<PathBuf>,
     /// sqlite://PATH or postgres://USER@HOST:PORT/DB (default: SQLite in the data directory).
@@ -146,10 +146,9 @@ impl ServerRunArgs {
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(".lanyard/server"));
         let mut config = ServerConfig::new(trust_domain, data_dir);
-        config.admin_socket = self
-            .admin_socket
-            .or(file.admin_socket)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_ADMIN_SOCKET));
+        config.admin_socket = self.admin_socket.or(file.admin_socket).unwrap_or_else(|| {
+            crate::paths::ADMIN_SOCKET.to_serve(crate::paths::running_as_root())
+        });
         if let Some(bind) = self.bind.or(file.bind) {
             config.bind = bind;
         }

@@ -17,8 +17,9 @@ use crate::pem;
 /// Where the Workload API is, for every client command.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct SocketOpts {
-    /// The agent's Workload API socket (default: $SPIFFE_ENDPOINT_SOCKET, then the agent's
-    /// default path). Accepts a path or a unix:///path URI.
+    /// The agent's Workload API socket (default: $SPIFFE_ENDPOINT_SOCKET, then
+    /// /run/lanyard/agent/public/api.sock if it exists, else /tmp/lanyard-agent/public/api.sock).
+    /// Accepts a path or a unix:///path URI.
     #[arg(long, global = true)]
     socket: Option<String>,
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
@@ -67,7 +68,10 @@ impl SocketOpts {
         ) {
             (Some(flag), _) => (flag.clone(), "--socket"),
             (None, Ok(env)) if !env.is_empty() => (env, lanyard_core::ENDPOINT_SOCKET_ENV),
-            _ => return Ok(PathBuf::from(lanyard_agent::DEFAULT_SOCKET_PATH)),
+            _ => {
+                return Ok(crate::paths::WORKLOAD_SOCKET
+                    .to_dial(crate::paths::running_as_root(), std::path::Path::exists));
+            }
         };
         if value.starts_with('/') {
             return Ok(PathBuf::from(value));

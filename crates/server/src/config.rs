@@ -7,13 +7,20 @@ use std::time::Duration;
 
 use lanyard_core::TrustDomain;
 
+/// The admin socket of a server not running as root, unless told otherwise (the default of
+/// [`ServerConfig::new`]).
+pub const DEFAULT_ADMIN_SOCKET: &str = "/tmp/lanyard-server/admin.sock";
+/// The admin socket of a server running as root, unless told otherwise: under `/run`, where only
+/// root can create anything. This crate does not look at its uid; the binary chooses.
+pub const DEFAULT_ROOT_ADMIN_SOCKET: &str = "/run/lanyard/server/admin.sock";
+
 /// Everything `lanyard server run` needs to start.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub trust_domain: TrustDomain,
     /// Keys, the SQLite file (by default) and other state live here; created 0700.
     pub data_dir: PathBuf,
-    /// The admin API's Unix socket, created 0600.
+    /// The admin API's Unix socket, created 0600 in a directory only this user or root controls.
     pub admin_socket: PathBuf,
     /// The node API's TCP address (agents connect here); port 0 picks a free port, which is logged.
     pub bind: SocketAddr,
@@ -133,7 +140,7 @@ impl ServerConfig {
     pub fn new(trust_domain: TrustDomain, data_dir: PathBuf) -> Self {
         Self {
             trust_domain,
-            admin_socket: PathBuf::from("/tmp/lanyard-server/admin.sock"),
+            admin_socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
             data_dir,
             bind: SocketAddr::from(([127, 0, 0, 1], 8081)),
             health_bind: None,

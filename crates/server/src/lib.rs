@@ -32,7 +32,10 @@ use lanyard_store::{DataStore, StoreConfig};
 use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 
-pub use config::{CaSettings, NodeApiLimits, Retention, ServerConfig, UpstreamAuthority};
+pub use config::{
+    CaSettings, DEFAULT_ADMIN_SOCKET, DEFAULT_ROOT_ADMIN_SOCKET, NodeApiLimits, Retention,
+    ServerConfig, UpstreamAuthority,
+};
 
 use crate::authority::Authority;
 use crate::index::EntryIndex;
@@ -53,8 +56,22 @@ pub enum ServerError {
     Store(#[from] lanyard_store::Error),
     #[error("CA: {0}")]
     Ca(#[from] lanyard_ca::CaError),
+    /// The data directory was refused (another user's, or others can write into it) or could not
+    /// be made.
+    #[error("cannot use data directory {path}: {source}")]
+    UnsafeDataDir {
+        path: PathBuf,
+        #[source]
+        source: lanyard_fs::Error,
+    },
     #[error("cannot bind the admin socket {path}: {source}")]
     AdminSocket {
+        path: PathBuf,
+        #[source]
+        source: lanyard_fs::Error,
+    },
+    #[error("cannot listen on the admin socket {path}: {source}")]
+    AdminListen {
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -138,11 +155,7 @@ pub async fn run_with_clock(
         tracing::info!(%addr, "node API listening");
     }
     let (metrics, registry) = Metrics::new();
-    let admin_listener =
-        socket::bind_private(&config.admin_socket).map_err(|source| ServerError::AdminSocket {
-            path: config.admin_socket.clone(),
-            source,
-        })?;
+    let admin_listener = socket::bind_private(&config.admin_socket)?;
     let health_listener = match config.health_bind {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -310,13 +323,12 @@ pub(crate) async fn published_bundles(
     })
 }
 
+/// Creates the data directory 0700, or checks an existing one and narrows it to 0700: see
+/// [`lanyard_fs::private_dir`] for what is refused.
 fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|source| ServerError::DataDir {
+    lanyard_fs::private_dir(path)
+        .map(drop)
+        .map_err(|source| ServerError::UnsafeDataDir {
             path: path.to_owned(),
             source,
         })

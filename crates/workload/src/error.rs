@@ -9,30 +9,15 @@ use lanyard_core::SpiffeId;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("cannot create the socket directory {path}")]
-    CreateSocketDir {
+    /// The socket, or its directory, was refused or could not be made.
+    #[error("cannot bind the socket {path}: {source}")]
+    Socket {
         path: PathBuf,
         #[source]
-        source: io::Error,
+        source: lanyard_fs::Error,
     },
-    #[error("{path} exists and is not a socket; refusing to replace it")]
-    NotASocket { path: PathBuf },
-    #[error("another process is serving {path}; stop it or choose another --socket")]
-    SocketInUse { path: PathBuf },
-    #[error("cannot remove the stale socket {path}")]
-    RemoveStaleSocket {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot bind the Workload API socket {path}")]
-    Bind {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot set the permissions of {path}")]
-    SetPermissions {
+    #[error("cannot listen on the Workload API socket {path}: {source}")]
+    Listen {
         path: PathBuf,
         #[source]
         source: io::Error,

@@ -1,10 +1,8 @@
 //! Serving the Workload API on a Unix socket: binding the socket, accepting connections (peer
 //! credentials read at accept, the authority adapter in front), and running tonic until shutdown.
 
-use std::fs;
 use std::future::Future;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,10 +31,6 @@ mod status;
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 /// Concurrent HTTP/2 streams per connection by default (SETTINGS_MAX_CONCURRENT_STREAMS).
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
-/// Socket directory mode: others may reach the socket.
-const SOCKET_DIR_MODE: u32 = 0o755;
-/// The socket is public: attestation, not file permissions, decides what a caller gets.
-const SOCKET_MODE: u32 = 0o777;
 /// How often an idle connection is pinged, so that dead peers release their resources.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 /// How long shutdown waits for connections to finish before closing them.
@@ -94,62 +88,23 @@ where
         .await
 }
 
-/// Binds the Workload API socket at `path`: creates a missing parent directory with mode 0755,
-/// replaces a stale socket left by a crashed agent (but not a live one, nor any other file), and
-/// makes the socket 0777. Must be called inside a tokio runtime.
+/// Binds the Workload API socket at `path` with mode 0777, in a directory that only this user or
+/// root controls (made 0755 if missing; see [`lanyard_fs::bind`] for what is refused). A stale
+/// socket left by a crashed agent is replaced, a live one or any other file refused. Must be
+/// called inside a tokio runtime.
 pub fn bind(path: &Path) -> Result<UnixListener, Error> {
-    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty())
-        && !dir.exists()
-    {
-        let create_error = |source| Error::CreateSocketDir {
-            path: dir.to_owned(),
-            source,
-        };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(SOCKET_DIR_MODE)
-            .create(dir)
-            .map_err(create_error)?;
-        // The umask may have narrowed the mode.
-        fs::set_permissions(dir, fs::Permissions::from_mode(SOCKET_DIR_MODE))
-            .map_err(create_error)?;
-    }
-    match fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(Error::SocketInUse {
-                    path: path.to_owned(),
-                });
-            }
-            fs::remove_file(path).map_err(|source| Error::RemoveStaleSocket {
-                path: path.to_owned(),
-                source,
-            })?;
-        }
-        Ok(_) => {
-            return Err(Error::NotASocket {
-                path: path.to_owned(),
-            });
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(Error::Bind {
-                path: path.to_owned(),
-                source,
-            });
-        }
-    }
-    let listener = UnixListener::bind(path).map_err(|source| Error::Bind {
-        path: path.to_owned(),
-        source,
-    })?;
-    fs::set_permissions(path, fs::Permissions::from_mode(SOCKET_MODE)).map_err(|source| {
-        Error::SetPermissions {
+    let listener =
+        lanyard_fs::bind(path, lanyard_fs::Access::Everyone).map_err(|source| Error::Socket {
             path: path.to_owned(),
             source,
-        }
-    })?;
-    Ok(listener)
+        })?;
+    listener
+        .set_nonblocking(true)
+        .and_then(|()| UnixListener::from_std(listener))
+        .map_err(|source| Error::Listen {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 // === impl Limits ===

@@ -129,7 +129,13 @@ async fn bind_sets_permissions_and_refuses_to_clobber() {
     // A live socket is refused…
     let err = lanyard_workload::bind(&socket).unwrap_err();
     assert!(
-        matches!(err, lanyard_workload::Error::SocketInUse { .. }),
+        matches!(
+            err,
+            lanyard_workload::Error::Socket {
+                source: lanyard_fs::Error::SocketInUse { .. },
+                ..
+            }
+        ),
         "{err}"
     );
     // …a stale one (its listener gone) is replaced…
@@ -141,8 +147,31 @@ async fn bind_sets_permissions_and_refuses_to_clobber() {
     std::fs::write(&file, b"keep me").unwrap();
     let err = lanyard_workload::bind(&file).unwrap_err();
     assert!(
-        matches!(err, lanyard_workload::Error::NotASocket { .. }),
+        matches!(
+            err,
+            lanyard_workload::Error::Socket {
+                source: lanyard_fs::Error::NotASocket { .. },
+                ..
+            }
+        ),
         "{err}"
     );
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+
+    // A directory others can write into is refused: they could replace the socket.
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = lanyard_workload::bind(&open.join("api.sock")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            lanyard_workload::Error::Socket {
+                source: lanyard_fs::Error::Writable { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!open.join("api.sock").exists());
 }
