@@ -512,8 +512,12 @@ fn authorized_entry(
 ) -> Result<RegistrationEntry, Status> {
     let id = parse_entry_id(id)?;
     match state.index.get(&id) {
+        // Defence in depth: the index leaves out entries with a reserved ID (`…/lanyard/server`,
+        // an agent's); should one reach it anyway, it is still never minted.
         Some(entry)
-            if parents.contains(entry.parent_id()) && !entry.is_expired(state.clock.now()) =>
+            if parents.contains(entry.parent_id())
+                && !entry.is_expired(state.clock.now())
+                && !entry.spiffe_id().is_reserved_for_lanyard() =>
         {
             Ok(entry)
         }
