@@ -14,6 +14,9 @@ pub struct Agent {
     pub dir: PathBuf,
     pub socket: PathBuf,
     args: Vec<String>,
+    /// Environment variables set for the agent process (all others are inherited, except
+    /// `LANYARD_JOIN_TOKEN`).
+    env: Vec<(String, String)>,
     log: PathBuf,
     _tmp: tempfile::TempDir,
 }
@@ -35,7 +38,12 @@ impl Agent {
             .as_str()
             .expect("token")
             .to_owned();
-        Self::start_attesting(server, &["--join-token", &token])
+        Self::start_with_token(server, &token)
+    }
+
+    /// Starts an agent that attests with `token`, passed with `--join-token`.
+    pub fn start_with_token(server: &Server, token: &str) -> Self {
+        Self::start_attesting(server, &["--join-token", token])
     }
 
     /// Starts an agent that attests with x509pop, proving the key of `cert` (PEM files).
@@ -46,6 +54,12 @@ impl Agent {
     }
 
     fn start_attesting(server: &Server, attestor_args: &[&str]) -> Self {
+        Self::start_with(server, attestor_args, &[])
+    }
+
+    /// Starts an agent with `attestor_args` added to `agent run` and `env` set, and waits until
+    /// its Workload API socket exists.
+    pub fn start_with(server: &Server, attestor_args: &[&str], env: &[(&str, &str)]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
         let bundle = dir.join("bundle.json");
@@ -76,6 +90,10 @@ impl Agent {
             dir,
             socket,
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             _tmp: tmp,
         };
         agent.spawn();
@@ -90,6 +108,8 @@ impl Agent {
             .expect("agent log");
         let child = Command::new(lanyard_bin())
             .args(&self.args)
+            .env_remove("LANYARD_JOIN_TOKEN")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -126,9 +146,14 @@ impl Agent {
     /// from its persisted SVID.
     pub fn restart_without_token(&mut self) {
         self.kill();
-        if let Some(i) = self.args.iter().position(|a| a == "--join-token") {
+        if let Some(i) = self
+            .args
+            .iter()
+            .position(|a| a == "--join-token" || a == "--join-token-file")
+        {
             self.args.drain(i..i + 2);
         }
+        self.env.retain(|(k, _)| k != "LANYARD_JOIN_TOKEN");
         // The killed agent's socket file stays behind; remove it so that waiting for the socket
         // waits for the new agent.
         let _ = std::fs::remove_file(&self.socket);

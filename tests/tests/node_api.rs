@@ -406,8 +406,8 @@ async fn a_resumed_stream_gets_only_what_changed_and_foreign_aliases_stay_out() 
     assert!(!delta.full_sync);
     assert_eq!(ids(&delta), ["spiffe://example.org/two"]);
 
-    // A node alias groups agents by selectors; a join-token agent has none, so an alias never
-    // brings its entries to this agent.
+    // A node alias groups agents by selectors; a join-token agent has only
+    // `join_token:<token-id>`, so an alias with other selectors never brings its entries to it.
     let alias = "spiffe://example.org/cluster/a";
     server
         .cli(&[
@@ -422,8 +422,7 @@ async fn a_resumed_stream_gets_only_what_changed_and_foreign_aliases_stay_out() 
         ])
         .ok();
     create_entry(&server, alias, "spiffe://example.org/via-alias", &["k:3"]);
-    // The agent has no selectors, so the alias does not apply and nothing about it arrives; an
-    // entry of its own still does.
+    // The alias does not apply and nothing about it arrives; an entry of its own still does.
     create_entry(
         &server,
         agent.spiffe_id.as_str(),

@@ -206,16 +206,33 @@ fn join_tokens_are_generated() {
         bound["spiffe_id"],
         "spiffe://example.org/lanyard/agent/node/1"
     );
-    for bad in [
-        "spiffe://other.org/lanyard/agent/x",
-        "spiffe://example.org/web",
-    ] {
-        let err = server
-            .cli(&["token", "generate", "--spiffe-id", bad])
-            .err()
-            .to_owned();
-        assert!(err.contains("an agent ID must be"), "{err}");
-    }
+    assert_eq!(bound["alias_entry_id"], "");
+    // Any other ID of the trust domain is a node alias for the agent (tests/join_token_alias.rs).
+    let aliased = server
+        .cli(&[
+            "token",
+            "generate",
+            "--spiffe-id",
+            "spiffe://example.org/web",
+            "--output",
+            "json",
+        ])
+        .json();
+    assert_eq!(aliased["spiffe_id"], "spiffe://example.org/web");
+    assert_ne!(aliased["alias_entry_id"], "");
+    let err = server
+        .cli(&[
+            "token",
+            "generate",
+            "--spiffe-id",
+            "spiffe://other.org/lanyard/agent/x",
+        ])
+        .err()
+        .to_owned();
+    assert!(
+        err.contains("is not in trust domain `example.org`"),
+        "{err}"
+    );
 }
 
 #[test]

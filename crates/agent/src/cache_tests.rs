@@ -337,3 +337,15 @@ fn jwt_entry_lookup() {
     let nobody = SpiffeId::parse("spiffe://example.org/nobody").unwrap();
     assert!(f.cache.entry_for(&nobody, f.now()).is_none());
 }
+
+#[test]
+fn an_entry_with_a_reserved_id_from_the_server_is_dropped() {
+    // A server never sends one (docs/threat-model.md); an agent does not trust that it does not.
+    for reserved in ["lanyard/server", "lanyard/agent/y", "lanyard"] {
+        assert!(
+            parse_entry(&entry("e1", reserved), &td()).is_none(),
+            "{reserved}"
+        );
+    }
+    assert!(parse_entry(&entry("e1", "web"), &td()).is_some());
+}

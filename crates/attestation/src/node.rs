@@ -27,6 +27,17 @@ pub struct AttestedNode {
     pub can_reattest: bool,
 }
 
+/// True for `spiffe://<td>/lanyard/agent/<…>` (at least one segment after the prefix): the IDs
+/// lanyard gives agents, and the only ones under its reserved `/lanyard` path
+/// ([`SpiffeId::is_reserved_for_lanyard`]) that a join token may be bound to.
+pub fn is_agent_id(id: &SpiffeId) -> bool {
+    let mut segments = id.segments();
+    AGENT_PATH_PREFIX
+        .iter()
+        .all(|prefix| segments.next() == Some(*prefix))
+        && segments.next().is_some()
+}
+
 /// `spiffe://<td>/lanyard/agent/<attestor>/<id>`.
 pub fn agent_id(trust_domain: &TrustDomain, attestor: &str, id: &str) -> Result<SpiffeId, IdError> {
     let [a, b] = AGENT_PATH_PREFIX;

@@ -94,7 +94,12 @@ async fn a_fresh_token_attests_once() {
     );
     assert_eq!(node.attestor, "join_token");
     assert!(!node.can_reattest);
-    assert!(node.selectors.is_empty());
+    // The one selector names the token by its public id, so that a node alias made for this
+    // token (`lanyard token generate --spiffe-id spiffe://td/node/n1`) matches this agent only.
+    let selectors: Vec<String> = node.selectors.iter().map(ToString::to_string).collect();
+    assert_eq!(selectors, [format!("join_token:{}", token.id())]);
+    assert_eq!(token.id().selector().unwrap().to_string(), selectors[0]);
+    assert!(!selectors[0].contains(token.expose_secret()));
 
     let err = verifier
         .verify(&client.attestation_data(), &store)
@@ -159,44 +164,50 @@ async fn malformed_tokens_never_reach_the_store() {
 }
 
 #[tokio::test]
-async fn a_token_generated_for_an_id_gives_that_id() {
+async fn a_token_generated_for_an_agent_id_gives_that_id() {
     let token = JoinToken::generate().unwrap();
-    let id = SpiffeId::parse("spiffe://example.org/node/rack-7").unwrap();
+    let id = SpiffeId::parse("spiffe://example.org/lanyard/agent/custom/rack-7").unwrap();
     let store = FakeStore::with(&[(&token, State::Fresh(Some(id.clone())))]);
     let node = JoinTokenVerifier::new(td())
         .verify(&data(token.expose_secret()), &store)
         .await
         .unwrap();
     assert_eq!(node.agent_id, id);
+    let selectors: Vec<String> = node.selectors.iter().map(ToString::to_string).collect();
+    assert_eq!(selectors, [format!("join_token:{}", token.id())]);
 }
 
 #[tokio::test]
-async fn a_bound_id_must_be_an_ordinary_id_of_this_trust_domain() {
+async fn a_bound_id_must_be_an_agent_id_of_this_trust_domain() {
     let verifier = JoinTokenVerifier::new(td());
-    for (bound, want_reserved) in [
-        ("spiffe://other.org/node/a", false),
-        ("spiffe://example.org", true),
-        ("spiffe://example.org/lanyard/server", true),
-        ("spiffe://example.org/lanyard", true),
+    for bound in [
+        "spiffe://other.org/lanyard/agent/custom/a",
+        "spiffe://example.org",
+        "spiffe://example.org/lanyard/server",
+        "spiffe://example.org/lanyard",
+        "spiffe://example.org/lanyard/agent",
+        // An agent's SVID is an SVID: bound to a workload's ID, it would be that workload. Such a
+        // token makes a node alias instead, and is stored without an ID.
+        "spiffe://example.org/node/rack-7",
     ] {
         let token = JoinToken::generate().unwrap();
         let id = SpiffeId::parse(bound).unwrap();
-        let store = FakeStore::with(&[(&token, State::Fresh(Some(id)))]);
+        let store = FakeStore::with(&[(&token, State::Fresh(Some(id.clone())))]);
         let err = verifier
             .verify(&data(token.expose_secret()), &store)
             .await
             .unwrap_err();
-        if want_reserved {
-            assert!(
-                matches!(err, JoinTokenError::ReservedId { .. }),
-                "{bound}: {err:?}"
-            );
+        let want = if !id.is_member_of(&td()) {
+            JoinTokenError::ForeignTrustDomain {
+                id,
+                trust_domain: td(),
+            }
+        } else if id.is_reserved_for_lanyard() {
+            JoinTokenError::ReservedId { id }
         } else {
-            assert!(
-                matches!(err, JoinTokenError::ForeignTrustDomain { .. }),
-                "{bound}: {err:?}"
-            );
-        }
+            JoinTokenError::NotAnAgentId { id }
+        };
+        assert_eq!(err, want, "{bound}");
     }
     // Agent IDs are fine.
     let token = JoinToken::generate().unwrap();
@@ -207,6 +218,29 @@ async fn a_bound_id_must_be_an_ordinary_id_of_this_trust_domain() {
         .await
         .unwrap();
     assert_eq!(node.agent_id, id);
+}
+
+#[test]
+fn agent_ids_are_those_under_lanyard_agent() {
+    use lanyard_attestation::node::is_agent_id;
+    for yes in [
+        "spiffe://example.org/lanyard/agent/join_token/0123",
+        "spiffe://example.org/lanyard/agent/x",
+        "spiffe://other.org/lanyard/agent/x509pop/ab/cd",
+    ] {
+        assert!(is_agent_id(&SpiffeId::parse(yes).unwrap()), "{yes}");
+    }
+    for no in [
+        "spiffe://example.org",
+        "spiffe://example.org/lanyard",
+        "spiffe://example.org/lanyard/agent",
+        "spiffe://example.org/lanyard/server",
+        "spiffe://example.org/lanyard/agentx/a",
+        "spiffe://example.org/x/lanyard/agent/a",
+        "spiffe://example.org/node/n1",
+    ] {
+        assert!(!is_agent_id(&SpiffeId::parse(no).unwrap()), "{no}");
+    }
 }
 
 #[test]

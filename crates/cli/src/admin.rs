@@ -120,7 +120,9 @@ pub(crate) enum MatchMode {
 pub(crate) enum TokenCommand {
     /// Make a single-use join token for an agent.
     Generate {
-        /// The SPIFFE ID the agent will get (default: one derived from the token).
+        /// An agent ID under spiffe://<td>/lanyard/agent/ is the ID the agent gets (default: one
+        /// derived from the token). Any other ID, such as spiffe://<td>/node/n1, becomes a node
+        /// alias of the agent that uses the token: entries with that ID as parent run on it.
         #[arg(long)]
         spiffe_id: Option<SpiffeId>,
         /// How long the token stays valid.
@@ -464,10 +466,16 @@ pub(crate) async fn token(command: TokenCommand, opts: &AdminOpts) -> anyhow::Re
     match opts.output {
         OutputFormat::Json => print_json(&token),
         OutputFormat::Text => {
-            println!("Token:      {}", token.token);
-            println!("Expires at: {}", unix_time(token.expires_at));
-            if !token.spiffe_id.is_empty() {
-                println!("SPIFFE ID:  {}", token.spiffe_id);
+            println!("Token:       {}", token.token);
+            println!("Token id:    {}", token.token_id);
+            println!("Expires at:  {}", unix_time(token.expires_at));
+            if token.alias_entry_id.is_empty() {
+                if !token.spiffe_id.is_empty() {
+                    println!("SPIFFE ID:   {}", token.spiffe_id);
+                }
+            } else {
+                println!("Node alias:  {}", token.spiffe_id);
+                println!("Alias entry: {}", token.alias_entry_id);
             }
             Ok(())
         }

@@ -38,6 +38,10 @@ pub enum EntryError {
     ParentId(IdError),
     #[error("spiffe_id: a workload ID needs a path; `{0}` is the trust domain's own ID")]
     RootSpiffeId(SpiffeId),
+    #[error(
+        "spiffe_id: `{0}` is reserved for lanyard's own server and agents; an entry may have it as parent_id, not as spiffe_id"
+    )]
+    ReservedSpiffeId(SpiffeId),
     #[error("spiffe_id: `{id}` is not in trust domain `{expected}`")]
     ForeignTrustDomain { id: SpiffeId, expected: TrustDomain },
     #[error("parent_id: `{id}` is not in trust domain `{expected}`")]
@@ -252,13 +256,21 @@ impl RegistrationEntry {
     /// Like [`new`](Self::new), and also refuses an entry whose SPIFFE ID or parent ID is not in
     /// `trust_domain`: a server only issues for its own trust domain, and a parent is this
     /// trust domain's server, one of its agents or another of its entries (SPIRE refuses a foreign
-    /// parent the same way).
+    /// parent the same way). The SPIFFE ID must not be one lanyard keeps for its server and agents
+    /// ([`SpiffeId::is_reserved_for_lanyard`]); the parent may be.
+    ///
+    /// This is the constructor for entries arriving from outside (admin requests, the server's
+    /// push to agents). `new` alone builds rows read back from a datastore, so that a row an older
+    /// version wrote cannot stop the server from starting; the server then refuses to serve it.
     pub fn new_in(spec: EntrySpec, trust_domain: &TrustDomain) -> Result<Self, EntryError> {
         if !spec.spiffe_id.is_member_of(trust_domain) {
             return Err(EntryError::ForeignTrustDomain {
                 id: spec.spiffe_id,
                 expected: trust_domain.clone(),
             });
+        }
+        if spec.spiffe_id.is_reserved_for_lanyard() {
+            return Err(EntryError::ReservedSpiffeId(spec.spiffe_id));
         }
         if !spec.parent_id.is_member_of(trust_domain) {
             return Err(EntryError::ForeignParent {

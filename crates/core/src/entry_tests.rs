@@ -425,3 +425,51 @@ fn dns_name_serde_and_debug() {
     assert!(serde_json::from_str::<DnsName>(r#""Example.org""#).is_err());
     assert_eq!(format!("{name:?}"), "DnsName(*.example.org)");
 }
+
+#[test]
+fn new_in_refuses_a_spiffe_id_reserved_for_lanyard() {
+    for reserved in [
+        "spiffe://example.org/lanyard",
+        "spiffe://example.org/lanyard/server",
+        "spiffe://example.org/lanyard/agent/x",
+    ] {
+        let reserved = id(reserved);
+        let err = RegistrationEntry::new_in(
+            EntrySpec {
+                spiffe_id: reserved.clone(),
+                ..spec()
+            },
+            &td("example.org"),
+        )
+        .unwrap_err();
+        assert_eq!(err, EntryError::ReservedSpiffeId(reserved.clone()));
+        assert!(err.to_string().starts_with("spiffe_id: "), "{err}");
+        assert!(err.to_string().contains("reserved"), "{err}");
+    }
+    // lanyard's own IDs remain valid parents: the server (node aliases) and agents.
+    for parent in [
+        "spiffe://example.org/lanyard/server",
+        "spiffe://example.org/lanyard/agent/join_token/abc",
+    ] {
+        assert!(
+            RegistrationEntry::new_in(
+                EntrySpec {
+                    parent_id: id(parent),
+                    ..spec()
+                },
+                &td("example.org"),
+            )
+            .is_ok(),
+            "{parent}"
+        );
+    }
+    // Plain `new` builds rows read back from a datastore, which an older version may have
+    // written: it accepts them, and the server refuses to serve them instead.
+    assert!(
+        RegistrationEntry::new(EntrySpec {
+            spiffe_id: id("spiffe://example.org/lanyard/server"),
+            ..spec()
+        })
+        .is_ok()
+    );
+}

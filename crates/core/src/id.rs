@@ -17,6 +17,9 @@ const SCHEME_PREFIX: &str = "spiffe://";
 pub const MAX_ID_LEN: usize = 2048;
 /// Longest trust-domain name accepted, in bytes (SPIFFE-ID §2.3).
 pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
+/// The first path segment of the IDs lanyard gives itself: `/lanyard/server` for its servers,
+/// `/lanyard/agent/…` for its agents. See [`SpiffeId::is_reserved_for_lanyard`].
+pub const RESERVED_SEGMENT: &str = "lanyard";
 
 /// Why a string is not a SPIFFE ID, trust domain or path segment. Each variant names one rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -209,6 +212,19 @@ impl SpiffeId {
     /// workload (X509-SVID §2: a leaf must have a non-root path).
     pub fn is_trust_domain_id(&self) -> bool {
         self.path_start == self.id.len()
+    }
+
+    /// True for `spiffe://<td>/lanyard` and every ID under `spiffe://<td>/lanyard/`: the names
+    /// lanyard issues only to itself (its servers) and to the agents it attests. Agents trust the
+    /// server by its ID and the server trusts agents by theirs, so an entry, a join token alias or
+    /// an admin-minted SVID with one of these IDs would impersonate them.
+    ///
+    /// The test is on the first path segment, exactly: `/lanyardx`, `/x/lanyard` and `/Lanyard`
+    /// (paths are case-sensitive) are ordinary IDs. The trust domain's own ID (`spiffe://<td>`) is
+    /// not covered here: it is the CA's name, never a workload's, and is refused by its own rule
+    /// ([`is_trust_domain_id`](Self::is_trust_domain_id)).
+    pub fn is_reserved_for_lanyard(&self) -> bool {
+        self.segments().next() == Some(RESERVED_SEGMENT)
     }
 
     /// True if this ID belongs to `trust_domain`.

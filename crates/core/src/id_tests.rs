@@ -596,3 +596,40 @@ fn error_messages_name_the_offending_character() {
     assert!(id_err("spiffe://Td").to_string().contains("'T'"),);
     assert!(id_err(&id_of_len(3000)).to_string().contains("3000"));
 }
+
+// === names reserved for lanyard ===
+
+#[test]
+fn lanyard_and_everything_under_it_is_reserved() {
+    for reserved in [
+        "spiffe://example.org/lanyard",
+        "spiffe://example.org/lanyard/server",
+        "spiffe://example.org/lanyard/agent/join_token/0123456789abcdef",
+        "spiffe://example.org/lanyard/anything/else",
+        "spiffe://other.org/lanyard/server",
+    ] {
+        assert!(id(reserved).is_reserved_for_lanyard(), "{reserved}");
+    }
+    // `/lanyard/` is not an ID at all, so it cannot slip past the check.
+    assert_eq!(
+        id_err("spiffe://example.org/lanyard/"),
+        IdError::TrailingSlash
+    );
+}
+
+#[test]
+fn names_that_only_look_like_lanyard_are_not_reserved() {
+    for ordinary in [
+        "spiffe://example.org",
+        "spiffe://example.org/lanyardx",
+        "spiffe://example.org/lanyard-server",
+        "spiffe://example.org/x/lanyard",
+        "spiffe://example.org/x/lanyard/server",
+        // Paths are case-sensitive (SPIFFE-ID §2.4): this is another ID, which no agent
+        // mistakes for the server's.
+        "spiffe://example.org/Lanyard/server",
+        "spiffe://lanyard/web",
+    ] {
+        assert!(!id(ordinary).is_reserved_for_lanyard(), "{ordinary}");
+    }
+}

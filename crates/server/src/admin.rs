@@ -8,8 +8,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use lanyard_attestation::node::is_agent_id;
+use lanyard_attestation::{JoinToken, TokenId};
 use lanyard_ca::{CaError, JwtSvidRequest, KeyType, PrivateKey, X509SvidRequest};
-use lanyard_core::{Bundle, TrustDomain};
+use lanyard_core::{Bundle, EntrySpec, RegistrationEntry, SpiffeId, TrustDomain};
 use lanyard_proto::admin::{self as pb, admin_server::AdminServer};
 use lanyard_store::{
     AgentFilter, BundleWrite, EntryFilter, PageRequest, SelectorFilter, SelectorMatch,
@@ -18,7 +20,8 @@ use tonic::{Request, Response, Status};
 
 use crate::convert::{
     agent_to_proto, entry_from_proto, entry_to_proto, invalid, new_entry_id, parse_dns_names,
-    parse_entry_id, parse_id, parse_selectors, parse_trust_domain, parse_ttl,
+    parse_entry_id, parse_id, parse_issuable_id, parse_selectors, parse_trust_domain, parse_ttl,
+    reserved,
 };
 use crate::{ServerState, unix_seconds};
 
@@ -327,6 +330,9 @@ impl AdminService {
         })
     }
 
+    /// A single-use join token. `spiffe_id`, if given, is either the agent's own ID (under
+    /// `/lanyard/agent/`) or, for any other ID of this trust domain outside `/lanyard`, a node
+    /// alias made now for the one agent that will use the token (see [`Self::token_alias`]).
     async fn generate_token(
         &self,
         request: pb::GenerateJoinTokenRequest,
@@ -335,44 +341,100 @@ impl AdminService {
         if ttl > lanyard_core::entry::MAX_SVID_TTL {
             return Err(invalid("ttl", "a join token may live at most a year"));
         }
-        let spiffe_id = if request.spiffe_id.is_empty() {
-            None
+        let (agent_id, alias_id) = if request.spiffe_id.is_empty() {
+            (None, None)
         } else {
             let id = parse_id("spiffe_id", &request.spiffe_id)?;
-            // Agents live under one path, so no token can make a workload's ID an agent's.
-            let prefix = crate::node::AGENT_PATH_PREFIX;
-            if !id.is_member_of(self.trust_domain()) || !id.path().starts_with(prefix) {
+            if !id.is_member_of(self.trust_domain()) {
                 return Err(invalid(
                     "spiffe_id",
-                    format!(
-                        "an agent ID must be spiffe://{}{prefix}…",
-                        self.trust_domain()
-                    ),
+                    format!("`{id}` is not in trust domain `{}`", self.trust_domain()),
                 ));
             }
-            Some(id)
+            if is_agent_id(&id) {
+                (Some(id), None)
+            } else if id.is_reserved_for_lanyard() {
+                return Err(reserved("spiffe_id", &id));
+            } else {
+                (None, Some(id))
+            }
         };
-        let mut secret = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut secret).map_err(|_| Status::internal("no randomness"))?;
-        let token: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        let token = JoinToken::generate().map_err(|e| Status::internal(e.to_string()))?;
+        let token_id = token.id();
+        // The alias is checked before anything is written; it is written after the token, so
+        // that no alias exists without its token. Should that second write fail, the token is
+        // harmless: its secret was never shown, and it expires.
+        let alias = alias_id
+            .map(|id| self.token_alias(id, &token_id))
+            .transpose()?;
         let expires_at = self.state.clock.now() + ttl;
         self.state
             .store
-            .create_join_token(&token, spiffe_id.as_ref(), expires_at)
+            .create_join_token(token.expose_secret(), agent_id.as_ref(), expires_at)
             .await
             .map_err(store_status)?;
+        let alias_entry_id = match alias {
+            Some(entry) => {
+                let created = self
+                    .state
+                    .store
+                    .create_entries(vec![entry])
+                    .await
+                    .map_err(store_status)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| Status::internal("the datastore returned no result"))?
+                    .map_err(store_status)?;
+                self.state.entries_changed().await;
+                created.id().to_string()
+            }
+            None => String::new(),
+        };
         Ok(pb::JoinToken {
-            token,
+            token: token.expose_secret().to_owned(),
             expires_at: unix_seconds(expires_at),
-            spiffe_id: spiffe_id.map(|id| id.to_string()).unwrap_or_default(),
+            // Parsed above, so as valid as the agent ID or alias made from it.
+            spiffe_id: request.spiffe_id,
+            alias_entry_id,
+            token_id: token_id.to_string(),
         })
+    }
+
+    /// The node alias that gives `id` to the agent that uses the token `token_id`: parent
+    /// `spiffe://<td>/lanyard/server`, selector `join_token:<token-id>`, which only the join
+    /// token attestor gives, and only to that agent. Entries parented to `id` are then served by
+    /// that agent, as SPIRE does for `token generate -spiffeID`. If the token expires unused the
+    /// alias matches no agent, ever (the selector names a token nobody can use any more); it
+    /// stays, harmless, until deleted.
+    fn token_alias(&self, id: SpiffeId, token_id: &TokenId) -> Result<RegistrationEntry, Status> {
+        let selector = token_id
+            .selector()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let ca = &self.state.config.ca;
+        let spec = EntrySpec {
+            id: new_entry_id()?,
+            spiffe_id: id,
+            parent_id: self.state.node_alias_parent.clone(),
+            selectors: [selector].into_iter().collect(),
+            x509_svid_ttl: ca.default_x509_svid_ttl,
+            jwt_svid_ttl: ca.default_jwt_svid_ttl,
+            dns_names: Vec::new(),
+            federates_with: Vec::new(),
+            admin: false,
+            downstream: false,
+            hint: String::new(),
+            expires_at: None,
+            revision: 0,
+        };
+        RegistrationEntry::new_in(spec, self.trust_domain())
+            .map_err(|e| Status::invalid_argument(e.to_string()))
     }
 
     async fn mint_x509(
         &self,
         request: pb::MintX509SvidRequest,
     ) -> Result<pb::MintX509SvidResponse, Status> {
-        let spiffe_id = parse_id("spiffe_id", &request.spiffe_id)?;
+        let spiffe_id = parse_issuable_id("spiffe_id", &request.spiffe_id)?;
         let ttl = parse_ttl(
             "ttl",
             request.ttl_seconds,
@@ -410,7 +472,7 @@ impl AdminService {
         &self,
         request: pb::MintJwtSvidRequest,
     ) -> Result<pb::MintJwtSvidResponse, Status> {
-        let spiffe_id = parse_id("spiffe_id", &request.spiffe_id)?;
+        let spiffe_id = parse_issuable_id("spiffe_id", &request.spiffe_id)?;
         if request.audience.is_empty() || request.audience.iter().any(String::is_empty) {
             return Err(invalid(
                 "audience",

@@ -24,6 +24,26 @@ pub(crate) fn parse_id(field: &str, value: &str) -> Result<SpiffeId, Status> {
     value.parse().map_err(|e| invalid(field, e))
 }
 
+/// A SPIFFE ID an admin request may issue an SVID for: any but those lanyard keeps for its own
+/// server and agents ([`SpiffeId::is_reserved_for_lanyard`]), by which they trust each other.
+pub(crate) fn parse_issuable_id(field: &str, value: &str) -> Result<SpiffeId, Status> {
+    let id = parse_id(field, value)?;
+    if id.is_reserved_for_lanyard() {
+        return Err(reserved(field, &id));
+    }
+    Ok(id)
+}
+
+/// Refuses `id` in `field` because it is reserved for lanyard.
+pub(crate) fn reserved(field: &str, id: &SpiffeId) -> Status {
+    invalid(
+        field,
+        format!(
+            "`{id}` is reserved for lanyard's own server and agents (spiffe://<td>/lanyard/…); choose an ID outside /lanyard"
+        ),
+    )
+}
+
 pub(crate) fn parse_trust_domain(field: &str, value: &str) -> Result<TrustDomain, Status> {
     if value.is_empty() {
         return Err(invalid(field, "is required"));
@@ -234,6 +254,18 @@ mod tests {
                 Box::new(|e| e.spiffe_id = "spiffe://example.org".into()),
                 "spiffe_id",
             ),
+            (
+                Box::new(|e| e.spiffe_id = "spiffe://example.org/lanyard/server".into()),
+                "spiffe_id",
+            ),
+            (
+                Box::new(|e| e.spiffe_id = "spiffe://example.org/lanyard/agent/x".into()),
+                "spiffe_id",
+            ),
+            (
+                Box::new(|e| e.spiffe_id = "spiffe://example.org/lanyard".into()),
+                "spiffe_id",
+            ),
         ];
         for (mutate, field) in cases {
             let mut entry = request();
@@ -246,6 +278,39 @@ mod tests {
                 status.message()
             );
         }
+    }
+
+    #[test]
+    fn lanyard_ids_are_parents_not_spiffe_ids() {
+        for parent in [
+            "spiffe://example.org/lanyard/server",
+            "spiffe://example.org/lanyard/agent/join_token/0123456789abcdef",
+        ] {
+            let mut entry = request();
+            entry.parent_id = parent.into();
+            assert!(parse(&entry).is_ok(), "{parent}");
+        }
+        for id in [
+            "spiffe://example.org/lanyard/server",
+            "spiffe://example.org/lanyard/agent/x",
+            "spiffe://example.org/lanyard",
+        ] {
+            let status = parse_issuable_id("spiffe_id", id).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{id}");
+            assert!(
+                status.message().starts_with("spiffe_id: ")
+                    && status.message().contains("reserved")
+                    && status.message().contains(id),
+                "{id}: {}",
+                status.message()
+            );
+        }
+        assert_eq!(
+            parse_issuable_id("spiffe_id", "spiffe://example.org/lanyardx")
+                .unwrap()
+                .as_str(),
+            "spiffe://example.org/lanyardx"
+        );
     }
 
     #[test]

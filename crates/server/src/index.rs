@@ -6,6 +6,12 @@
 //! then broadcasts them. The server calls it right after each of its own writes, so a new entry
 //! reaches connected agents at once; a periodic call picks up writes of other servers sharing a
 //! PostgreSQL database.
+//!
+//! An entry whose own SPIFFE ID is reserved for lanyard (`spiffe://<td>/lanyard/…`) never enters
+//! the index: the admin API refuses such entries, so only a row written around it (by an older
+//! version, or by hand) can carry one. Kept out here, it is never pushed, minted, nor taken as a
+//! node alias (an alias named like the server or an agent would hand out their entries); the
+//! admin API, which reads the datastore, still lists it so that it can be deleted.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -113,6 +119,15 @@ impl EntryIndex {
                 remove_from_parent(&mut state.by_parent, old.parent_id(), &id);
             }
             if let EntryChange::Put(entry) = change {
+                if entry.spiffe_id().is_reserved_for_lanyard() {
+                    tracing::warn!(
+                        entry = %id,
+                        spiffe_id = %entry.spiffe_id(),
+                        "an entry in the datastore has an ID reserved for lanyard's server and agents; it is not served: delete it",
+                    );
+                    changed.push(id);
+                    continue;
+                }
                 aliases_changed |= entry.parent_id() == &self.server_id;
                 state
                     .by_parent
@@ -148,7 +163,8 @@ impl EntryIndex {
     }
 
     /// The parents whose entries `agent` may serve at `now`: its own ID and every unexpired node
-    /// alias whose selectors the agent has.
+    /// alias whose selectors the agent has. No alias here has a reserved ID (see the module docs),
+    /// so none makes an agent serve the entries of the server or of another agent.
     pub(crate) fn parents_of(
         &self,
         agent: &SpiffeId,

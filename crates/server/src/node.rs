@@ -37,8 +37,6 @@ const SYNC_CHUNK: usize = 1000;
 const MAX_SVID_BATCH: usize = 1000;
 /// Largest node API message.
 const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
-/// The path prefix of agent IDs.
-pub(crate) const AGENT_PATH_PREFIX: &str = "/lanyard/agent/";
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -175,7 +173,7 @@ impl NodeService {
                 Status::unauthenticated("this call needs mTLS with an agent SVID; attest first")
             })?;
         if !id.is_member_of(&self.state.config.trust_domain)
-            || !id.path().starts_with(AGENT_PATH_PREFIX)
+            || !lanyard_attestation::node::is_agent_id(&id)
         {
             return Err(Status::permission_denied(format!(
                 "{id} is not an agent of this trust domain"
@@ -722,8 +720,12 @@ fn authorized_entry(
 ) -> Result<RegistrationEntry, Status> {
     let id = parse_entry_id(id)?;
     match state.index.get(&id) {
+        // Defence in depth: the index leaves out entries with a reserved ID (`…/lanyard/server`,
+        // an agent's); should one reach it anyway, it is still never minted.
         Some(entry)
-            if parents.contains(entry.parent_id()) && !entry.is_expired(state.clock.now()) =>
+            if parents.contains(entry.parent_id())
+                && !entry.is_expired(state.clock.now())
+                && !entry.spiffe_id().is_reserved_for_lanyard() =>
         {
             Ok(entry)
         }

@@ -9,19 +9,24 @@
 //! The agent ID is `spiffe://<td>/lanyard/agent/join_token/<token-id>`, where the token id is
 //! the first 16 hex digits (64 bits) of the token's SHA-256 ([`JoinToken::id`]): stable, not the
 //! secret (SPIRE puts the token itself in the ID), and unique in practice (two of a million tokens
-//! share an id with odds of about 1 in 37 million). A token generated for a SPIFFE ID
-//! (`--spiffe-id`) gives that ID instead.
+//! share an id with odds of about 1 in 37 million). A token generated for an agent ID
+//! (`--spiffe-id spiffe://<td>/lanyard/agent/…`) gives that ID instead; no other ID can be an
+//! agent's.
+//!
+//! Every agent admitted gets one selector, `join_token:<token-id>` ([`TokenId::selector`]): a
+//! node alias with that selector (what `lanyard token generate --spiffe-id spiffe://<td>/node/n1`
+//! creates) applies to the one agent that used the token. The id is a hash prefix, safe to show.
 
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
 
 use aws_lc_rs::digest;
-use lanyard_core::{IdError, SelectorSet, SpiffeId, TrustDomain};
+use lanyard_core::{IdError, Selector, SelectorError, SelectorSet, SpiffeId, TrustDomain};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::{AttestedNode, agent_id};
+use super::{AttestedNode, agent_id, is_agent_id};
 
 /// The attestor's name, in agent IDs and in the node API.
 pub const JOIN_TOKEN_ATTESTOR: &str = "join_token";
@@ -60,6 +65,12 @@ pub enum JoinTokenError {
     },
     #[error("the join token was generated for {id}, which is reserved for lanyard itself")]
     ReservedId { id: SpiffeId },
+    #[error(
+        "the join token was generated for {id}, which is not an agent ID (spiffe://<td>/lanyard/agent/…)"
+    )]
+    NotAnAgentId { id: SpiffeId },
+    #[error("cannot build the join token selector")]
+    Selector(#[source] SelectorError),
     #[error("cannot build the agent ID")]
     AgentId(#[source] IdError),
     #[error("the system random number generator failed")]
@@ -181,6 +192,11 @@ impl TokenId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// `join_token:<token-id>`: the selector of the agent that used this token.
+    pub fn selector(&self) -> Result<Selector, JoinTokenError> {
+        Selector::new(JOIN_TOKEN_ATTESTOR, &self.0).map_err(JoinTokenError::Selector)
+    }
 }
 
 impl fmt::Display for TokenId {
@@ -240,13 +256,14 @@ impl JoinTokenVerifier {
             ConsumeError::Expired => JoinTokenError::Expired,
             ConsumeError::Store { reason } => JoinTokenError::Store { reason },
         })?;
+        let token_id = token.id();
         let agent_id = match consumed.spiffe_id {
             Some(id) => self.check_bound_id(id)?,
-            None => self.agent_id(&token.id())?,
+            None => self.agent_id(&token_id)?,
         };
         Ok(AttestedNode {
             agent_id,
-            selectors: SelectorSet::new(),
+            selectors: SelectorSet::from_iter([token_id.selector()?]),
             attestor: JOIN_TOKEN_ATTESTOR,
             can_reattest: false,
         })
@@ -258,8 +275,9 @@ impl JoinTokenVerifier {
             .map_err(JoinTokenError::AgentId)
     }
 
-    /// A token generated for an ID may name any workload-style ID of this trust domain, but not
-    /// the trust domain itself nor lanyard's own names (`/lanyard/server`, …) other than agent IDs.
+    /// A token may be bound to an agent ID of this trust domain only. The server's admin API
+    /// stores no other (a token generated for another ID makes a node alias instead); this check
+    /// covers rows written any other way.
     fn check_bound_id(&self, id: SpiffeId) -> Result<SpiffeId, JoinTokenError> {
         if !id.is_member_of(&self.trust_domain) {
             return Err(JoinTokenError::ForeignTrustDomain {
@@ -267,18 +285,12 @@ impl JoinTokenVerifier {
                 trust_domain: self.trust_domain.clone(),
             });
         }
-        let reserved = {
-            let mut segments = id.segments();
-            match (segments.next(), segments.next()) {
-                (None, _) => true,
-                (Some("lanyard"), Some("agent")) => false,
-                (Some("lanyard"), _) => true,
-                _ => false,
-            }
-        };
-        if reserved {
-            return Err(JoinTokenError::ReservedId { id });
+        if is_agent_id(&id) {
+            Ok(id)
+        } else if id.is_reserved_for_lanyard() {
+            Err(JoinTokenError::ReservedId { id })
+        } else {
+            Err(JoinTokenError::NotAnAgentId { id })
         }
-        Ok(id)
     }
 }
