@@ -6,28 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use lanyard_core::{BundleSet, SpiffeId};
 use lanyard_e2e::Server;
-use lanyard_e2e::node_client::{SimAgent, attest_join_token, connect, key_and_csr, parse_bundle};
+use lanyard_e2e::node_client::{SimAgent, attest_join_token, connect, key_and_csr};
 use lanyard_proto::node as pb;
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn bundle_of(server: &Server) -> lanyard_core::Bundle {
-    let json = server
-        .cli(&["bundle", "show", "--format", "spiffe"])
-        .ok()
-        .to_owned();
-    parse_bundle("example.org", &json).unwrap()
-}
-
-fn token(server: &Server, args: &[&str]) -> String {
-    let mut all = vec!["token", "generate", "--output", "json"];
-    all.extend_from_slice(args);
-    server.cli(&all).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
 
 fn create_entry(server: &Server, parent: &str, spiffe_id: &str, selectors: &[&str]) -> String {
     let mut args = vec![
@@ -70,9 +53,9 @@ fn ids(message: &pb::SyncEntriesResponse) -> Vec<String> {
 async fn an_agent_attests_syncs_and_mints_only_what_it_may() {
     let server = Server::start();
     let addr = server.node_addr();
-    let bundle = bundle_of(&server);
+    let bundle = server.bundle();
 
-    let agent = SimAgent::attest(addr, &bundle, &token(&server, &[]))
+    let agent = SimAgent::attest(addr, &bundle, &server.join_token(&[]))
         .await
         .unwrap();
     assert!(
@@ -264,8 +247,8 @@ async fn an_agent_attests_syncs_and_mints_only_what_it_may() {
 async fn attestation_refuses_used_unknown_and_expired_tokens() {
     let server = Server::start();
     let addr = server.node_addr();
-    let bundle = bundle_of(&server);
-    let good = token(&server, &[]);
+    let bundle = server.bundle();
+    let good = server.join_token(&[]);
     SimAgent::attest(addr, &bundle, &good).await.unwrap();
 
     let (_, csr) = key_and_csr().unwrap();
@@ -286,7 +269,7 @@ async fn attestation_refuses_used_unknown_and_expired_tokens() {
     assert_eq!(unknown.code(), Code::PermissionDenied);
     assert!(unknown.message().contains("not known"), "{unknown:?}");
 
-    let expiring = token(&server, &["--ttl", "1s"]);
+    let expiring = server.join_token(&["--ttl", "1s"]);
     let made = SystemTime::now();
     // The event to wait for is the clock passing the token's expiry (with a second of margin).
     lanyard_e2e::wait_for("the token to expire", Duration::from_secs(10), || {
@@ -298,19 +281,16 @@ async fn attestation_refuses_used_unknown_and_expired_tokens() {
     assert_eq!(expired.code(), Code::PermissionDenied);
     assert!(expired.message().contains("expired"), "{expired:?}");
 
-    let bad_csr = attest_join_token(addr, &bundle, &token(&server, &[]), b"junk".to_vec())
+    let bad_csr = attest_join_token(addr, &bundle, &server.join_token(&[]), b"junk".to_vec())
         .await
         .unwrap_err();
     assert_eq!(bad_csr.code(), Code::InvalidArgument);
 
     // A token made for a given ID gives that ID.
-    let named = token(
-        &server,
-        &[
-            "--spiffe-id",
-            "spiffe://example.org/lanyard/agent/rack1/node7",
-        ],
-    );
+    let named = server.join_token(&[
+        "--spiffe-id",
+        "spiffe://example.org/lanyard/agent/rack1/node7",
+    ]);
     let agent = SimAgent::attest(addr, &bundle, &named).await.unwrap();
     assert_eq!(
         agent.spiffe_id,
@@ -322,7 +302,7 @@ async fn attestation_refuses_used_unknown_and_expired_tokens() {
 async fn agent_methods_need_an_agent_svid() {
     let server = Server::start();
     let addr = server.node_addr();
-    let bundle = bundle_of(&server);
+    let bundle = server.bundle();
     let mut anonymous = connect(addr, &bundle, None).await.unwrap();
     let status = anonymous
         .sync_entries(pb::SyncEntriesRequest { since_revision: 0 })
@@ -337,7 +317,7 @@ async fn agent_methods_need_an_agent_svid() {
     assert_eq!(status.code(), Code::Unauthenticated);
 
     // An evicted agent must attest again.
-    let agent = SimAgent::attest(addr, &bundle, &token(&server, &[]))
+    let agent = SimAgent::attest(addr, &bundle, &server.join_token(&[]))
         .await
         .unwrap();
     let mut client = agent.client().await.unwrap();
@@ -357,9 +337,7 @@ async fn agent_methods_need_an_agent_svid() {
 
     // A client that trusts another server's bundle refuses this server.
     let stranger = Server::start();
-    let err = connect(addr, &bundle_of(&stranger), None)
-        .await
-        .unwrap_err();
+    let err = connect(addr, &stranger.bundle(), None).await.unwrap_err();
     assert!(
         format!("{err:?}").contains("refused") || format!("{err:?}").contains("certificate"),
         "{err:?}"
@@ -370,8 +348,8 @@ async fn agent_methods_need_an_agent_svid() {
 async fn a_resumed_stream_gets_only_what_changed_and_foreign_aliases_stay_out() {
     let server = Server::start();
     let addr = server.node_addr();
-    let bundle = bundle_of(&server);
-    let agent = SimAgent::attest(addr, &bundle, &token(&server, &[]))
+    let bundle = server.bundle();
+    let agent = SimAgent::attest(addr, &bundle, &server.join_token(&[]))
         .await
         .unwrap();
     create_entry(
