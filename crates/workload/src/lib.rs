@@ -24,6 +24,10 @@ mod jwt_cache;
 mod server;
 mod source;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use attestor::{AttestError, CallerAttestor, PeerCredentials};
 pub use client::{
     JwtSvid, SecurityHeader, Updates, ValidatedJwtSvid, WorkloadClient, X509Context, X509Svid,
