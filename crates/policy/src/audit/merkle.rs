@@ -385,3 +385,6 @@ fn subproof(m: usize, tree: &[Hash], complete: bool, out: &mut Vec<Hash>) {
     }
 }
 
+
+#[cfg(test)]
+mod tests;
