@@ -619,3 +619,6 @@ fn key_id(name: &str, public_key: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
+
+#[cfg(test)]
+mod tests;
