@@ -225,7 +225,12 @@ impl Checkpoint {
 
     /// The note text: `<origin>\n<size>\n<base64 root>\n` then one line per extension.
     pub fn to_text(&self) -> String {
-        let mut text = format!("{}\n{}\n{}\n", self.origin, self.size, BASE64.encode(self.root));
+        let mut text = format!(
+            "{}\n{}\n{}\n",
+            self.origin,
+            self.size,
+            BASE64.encode(self.root)
+        );
         for line in &self.extensions {
             text.push_str(line);
             text.push('\n');
@@ -235,7 +240,9 @@ impl Checkpoint {
 
     /// Parses a note text (ending in a newline) as a checkpoint.
     pub fn from_text(text: &str) -> Result<Self, NoteError> {
-        let body = text.strip_suffix('\n').ok_or(NoteError::MissingFinalNewline)?;
+        let body = text
+            .strip_suffix('\n')
+            .ok_or(NoteError::MissingFinalNewline)?;
         let mut lines = body.split('\n');
         let (Some(origin), Some(size), Some(root)) = (lines.next(), lines.next(), lines.next())
         else {
@@ -268,7 +275,9 @@ fn parse_size(line: &str) -> Result<u64, NoteError> {
 }
 
 fn parse_root(line: &str) -> Result<Hash, NoteError> {
-    let bytes = BASE64.decode(line).map_err(|_| NoteError::InvalidRootHash)?;
+    let bytes = BASE64
+        .decode(line)
+        .map_err(|_| NoteError::InvalidRootHash)?;
     <Hash>::try_from(bytes.as_slice()).map_err(|_| NoteError::InvalidRootHash)
 }
 
@@ -366,7 +375,10 @@ fn parse_signature_line(line: usize, text: &str) -> Result<NoteSignature, NoteEr
 }
 
 fn is_valid_key_name(name: &str) -> bool {
-    !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+' || c.is_control())
+    !name.is_empty()
+        && !name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '+' || c.is_control())
 }
 
 impl fmt::Display for SignedNote {
@@ -567,11 +579,13 @@ impl FromStr for CheckpointVerifier {
         if !is_valid_key_name(name) {
             return Err(NoteError::InvalidKeyName);
         }
-        let hex_ok = hash.len() == 8 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let hex_ok =
+            hash.len() == 8 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if !hex_ok {
             return Err(NoteError::MalformedVerifierKey);
         }
-        let declared = u32::from_str_radix(hash, 16).map_err(|_| NoteError::MalformedVerifierKey)?;
+        let declared =
+            u32::from_str_radix(hash, 16).map_err(|_| NoteError::MalformedVerifierKey)?;
         let typed = BASE64
             .decode(key)
             .map_err(|_| NoteError::MalformedVerifierKey)?;
@@ -579,8 +593,9 @@ impl FromStr for CheckpointVerifier {
         if alg != ALG_ED25519 {
             return Err(NoteError::UnsupportedAlgorithm(alg));
         }
-        let public_key: [u8; ED25519_PUBLIC_KEY_LEN] =
-            public_key.try_into().map_err(|_| NoteError::InvalidPublicKey)?;
+        let public_key: [u8; ED25519_PUBLIC_KEY_LEN] = public_key
+            .try_into()
+            .map_err(|_| NoteError::InvalidPublicKey)?;
         let computed = key_id(name, &public_key);
         if computed != declared {
             return Err(NoteError::KeyIdMismatch { declared, computed });
@@ -597,7 +612,13 @@ impl fmt::Display for CheckpointVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut typed = vec![ALG_ED25519];
         typed.extend_from_slice(&self.public_key);
-        write!(f, "{}+{:08x}+{}", self.name, self.key_id, BASE64.encode(typed))
+        write!(
+            f,
+            "{}+{:08x}+{}",
+            self.name,
+            self.key_id,
+            BASE64.encode(typed)
+        )
     }
 }
 
@@ -618,7 +639,6 @@ fn key_id(name: &str, public_key: &[u8]) -> u32 {
     let b = d.as_ref();
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
-
 
 #[cfg(test)]
 mod tests;

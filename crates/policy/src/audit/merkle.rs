@@ -114,7 +114,11 @@ pub fn inclusion_proof(index: u64, size: u64, leaves: &[Hash]) -> Result<Vec<Has
     }
     let mut proof = Vec::new();
     // `index < size <= leaves.len()`, so it fits in usize.
-    path(usize::try_from(index).unwrap_or(usize::MAX), tree, &mut proof);
+    path(
+        usize::try_from(index).unwrap_or(usize::MAX),
+        tree,
+        &mut proof,
+    );
     Ok(proof)
 }
 
@@ -190,7 +194,12 @@ pub fn consistency_proof(
     let mut proof = Vec::new();
     if old_size > 0 && old_size < new_size {
         // `old_size < new_size <= leaves.len()`, so it fits in usize.
-        subproof(usize::try_from(old_size).unwrap_or(usize::MAX), tree, true, &mut proof);
+        subproof(
+            usize::try_from(old_size).unwrap_or(usize::MAX),
+            tree,
+            true,
+            &mut proof,
+        );
     }
     Ok(proof)
 }
@@ -213,7 +222,11 @@ pub fn verify_consistency(
         if !proof.is_empty() {
             return Err(wrong_length);
         }
-        let expected_old = if old_size == 0 { empty_root() } else { *new_root };
+        let expected_old = if old_size == 0 {
+            empty_root()
+        } else {
+            *new_root
+        };
         return if *old_root == expected_old {
             Ok(())
         } else {
@@ -384,7 +397,6 @@ fn subproof(m: usize, tree: &[Hash], complete: bool, out: &mut Vec<Hash>) {
         out.push(root_of(&tree[..k]));
     }
 }
-
 
 #[cfg(test)]
 mod tests;

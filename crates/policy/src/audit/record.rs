@@ -251,3 +251,5 @@ fn write_string(s: &str, out: &mut String) {
     }
 }
 
+#[cfg(test)]
+mod tests;

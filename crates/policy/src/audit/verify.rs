@@ -91,11 +91,13 @@ pub fn verify_log(
     }
     let mut heads: Vec<(u64, Hash, usize)> = Vec::with_capacity(checkpoints.len());
     for (index, signed) in checkpoints.iter().enumerate() {
-        let checkpoint = verifier.verify(signed).map_err(|source| LogError::Checkpoint {
-            index,
-            size: signed.checkpoint().size(),
-            source,
-        })?;
+        let checkpoint = verifier
+            .verify(signed)
+            .map_err(|source| LogError::Checkpoint {
+                index,
+                size: signed.checkpoint().size(),
+                source,
+            })?;
         heads.push((checkpoint.size(), *checkpoint.root(), index));
     }
     heads.sort_by_key(|&(size, _, index)| (size, index));
@@ -180,3 +182,5 @@ impl VerifiedLog {
     }
 }
 
+#[cfg(test)]
+mod tests;

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
 use aws_lc_rs::signature::Ed25519KeyPair;
 
 use super::*;
@@ -38,7 +40,8 @@ const GO_ENOCH_SIG: &str = "\u{2014} EnochRoot rwz+eBzmZa0SO3NbfRGzPCpDckykFXSde
 fn go_reference_key_id_signature_and_note_match() {
     let seed = BASE64.decode(GO_SEED_B64).unwrap();
     assert_eq!(seed[0], ALG_ED25519);
-    let signer = CheckpointSigner::from_pkcs8("PeterNeumann", &pkcs8_from_seed(&seed[1..])).unwrap();
+    let signer =
+        CheckpointSigner::from_pkcs8("PeterNeumann", &pkcs8_from_seed(&seed[1..])).unwrap();
     assert_eq!(signer.key_id(), 0xc74f20a3);
     assert_eq!(signer.verifier_key(), GO_VKEY);
 
@@ -50,7 +53,9 @@ fn go_reference_key_id_signature_and_note_match() {
 
     let verifier: CheckpointVerifier = GO_VKEY.parse().unwrap();
     assert_eq!(verifier.to_string(), GO_VKEY);
-    let parsed: SignedNote = format!("{GO_TEXT}\n{GO_PETER_SIG}{GO_ENOCH_SIG}").parse().unwrap();
+    let parsed: SignedNote = format!("{GO_TEXT}\n{GO_PETER_SIG}{GO_ENOCH_SIG}")
+        .parse()
+        .unwrap();
     assert_eq!(parsed.text(), GO_TEXT);
     assert_eq!(parsed.signatures().len(), 2);
     // Enoch's signature is from a key this verifier does not know: ignored.
@@ -79,7 +84,10 @@ fn documented_example_note_verifies() {
         "docs/audit.md verifier key is stale: {}",
         signer.verifier_key()
     );
-    assert!(doc.contains(&text), "docs/audit.md example is stale:\n{text}");
+    assert!(
+        doc.contains(&text),
+        "docs/audit.md example is stale:\n{text}"
+    );
     let verifier: CheckpointVerifier = signer.verifier_key().parse().unwrap();
     verifier.verify(&text.parse().unwrap()).unwrap();
 }
@@ -117,7 +125,9 @@ fn extension_lines_round_trip() {
     assert_eq!(parsed.checkpoint().extensions(), ["time 1765000000"]);
     signer.verifier().verify(&parsed).unwrap();
     assert_eq!(
-        Checkpoint::new(ORIGIN, 0, root(0)).unwrap().with_extension(""),
+        Checkpoint::new(ORIGIN, 0, root(0))
+            .unwrap()
+            .with_extension(""),
         Err(NoteError::InvalidExtension)
     );
 }
@@ -255,7 +265,10 @@ fn malformed_notes_get_distinct_errors() {
     let good = signer.sign(5, root(5)).unwrap().to_string();
     let (body, sig_line) = good.split_once("\n\n").unwrap();
     let body = format!("{body}\n");
-    let sig = sig_line.strip_prefix("\u{2014} example.org/lanyard-audit ").unwrap().trim_end();
+    let sig = sig_line
+        .strip_prefix("\u{2014} example.org/lanyard-audit ")
+        .unwrap()
+        .trim_end();
     let cases: Vec<(String, NoteError)> = vec![
         (
             "a".repeat(MAX_NOTE_LEN + 1),
@@ -314,7 +327,10 @@ fn malformed_notes_get_distinct_errors() {
             NoteError::InvalidSize,
         ),
         (
-            format!("{}\n{sig_line}", body.replacen("\n5\n", "\n18446744073709551616\n", 1)),
+            format!(
+                "{}\n{sig_line}",
+                body.replacen("\n5\n", "\n18446744073709551616\n", 1)
+            ),
             NoteError::InvalidSize,
         ),
         (
@@ -337,7 +353,10 @@ fn malformed_notes_get_distinct_errors() {
     let sextet = ALPHABET.iter().position(|&c| c == bytes[42]).unwrap();
     bytes[42] = ALPHABET[sextet ^ 1];
     let non_canonical = String::from_utf8(bytes).unwrap();
-    let input = format!("{}\n{sig_line}", body.replacen(&root_b64, &non_canonical, 1));
+    let input = format!(
+        "{}\n{sig_line}",
+        body.replacen(&root_b64, &non_canonical, 1)
+    );
     assert!(input.parse::<SignedCheckpoint>().is_err());
 }
 
@@ -355,9 +374,18 @@ fn malformed_verifier_keys_get_distinct_errors() {
         (ORIGIN.to_owned(), NoteError::MalformedVerifierKey),
         (format!("{ORIGIN}+{hash}"), NoteError::MalformedVerifierKey),
         (format!("+{hash}+{key_b64}"), NoteError::InvalidKeyName),
-        (format!("{ORIGIN}+{}+{key_b64}", hash.to_uppercase()), NoteError::MalformedVerifierKey),
-        (format!("{ORIGIN}+{}+{key_b64}", &hash[1..]), NoteError::MalformedVerifierKey),
-        (format!("{ORIGIN}+{hash}+{key_b64}x"), NoteError::MalformedVerifierKey),
+        (
+            format!("{ORIGIN}+{}+{key_b64}", hash.to_uppercase()),
+            NoteError::MalformedVerifierKey,
+        ),
+        (
+            format!("{ORIGIN}+{}+{key_b64}", &hash[1..]),
+            NoteError::MalformedVerifierKey,
+        ),
+        (
+            format!("{ORIGIN}+{hash}+{key_b64}x"),
+            NoteError::MalformedVerifierKey,
+        ),
         (format!("{ORIGIN}+{hash}+"), NoteError::MalformedVerifierKey),
         (
             format!("{ORIGIN}+{hash}+{}", BASE64.encode(&wrong_alg)),

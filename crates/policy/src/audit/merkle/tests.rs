@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
 use super::*;
 
 // Reference vectors from transparency-dev/merkle (the successor of google/certificate-transparency-go's
@@ -125,7 +127,9 @@ fn reference_leaves() -> Vec<Hash> {
 }
 
 fn synthetic_leaves(n: usize) -> Vec<Hash> {
-    (0..n).map(|i| leaf_hash(&(i as u64).to_be_bytes())).collect()
+    (0..n)
+        .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
+        .collect()
 }
 
 #[test]
