@@ -488,10 +488,10 @@ impl CheckpointSigner {
             text,
             signatures: vec![signature],
         };
-        if note.to_string().len() > MAX_NOTE_LEN {
-            return Err(NoteError::TooLarge {
-                len: note.to_string().len(),
-            });
+        // A note this signer writes must parse again on the verifying side.
+        let len = note.to_string().len();
+        if len > MAX_NOTE_LEN {
+            return Err(NoteError::TooLarge { len });
         }
         Ok(SignedCheckpoint { note, checkpoint })
     }

@@ -58,7 +58,7 @@ pub enum RecordError {
     #[error("audit record details nest deeper than {MAX_DETAILS_DEPTH} levels")]
     DetailsTooDeep,
     /// `time` is before the Unix epoch or past what a `u64` of microseconds holds.
-    #[error("audit record time is outside 1970..=584554 AD")]
+    #[error("audit record time is before 1970 or too far in the future")]
     TimeOutOfRange,
 }
 

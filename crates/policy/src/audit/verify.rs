@@ -13,7 +13,7 @@
 //! - a checkpoint larger than the log: [`LogError::Truncated`] names the first missing seq.
 
 use super::checkpoint::{CheckpointVerifier, NoteError, SignedCheckpoint};
-use super::merkle::{Frontier, Hash, empty_root};
+use super::merkle::{Frontier, Hash};
 use super::record::AuditRecord;
 
 /// Why a log failed verification.
@@ -148,11 +148,7 @@ pub fn verify_log(
     let signed_size = heads.last().map_or(0, |&(size, _, _)| size);
     Ok(VerifiedLog {
         size: frontier.size(),
-        root: if frontier.size() == 0 {
-            empty_root()
-        } else {
-            frontier.root()
-        },
+        root: frontier.root(),
         checkpoints: heads.len(),
         signed_size,
     })

@@ -428,3 +428,24 @@ fn signer_debug_prints_no_key_bytes() {
     let public = &signer.verifier_key()[ORIGIN.len() + 10..];
     assert!(!debug.contains(&public[4..20]), "{debug}");
 }
+
+#[test]
+fn every_truncation_or_deleted_char_is_refused_without_panic() {
+    let signer = signer(ORIGIN);
+    let verifier = signer.verifier();
+    let text = signer.sign(1234, root(9)).unwrap().to_string();
+    let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+    for &end in &boundaries {
+        let prefix = &text[..end];
+        if let Ok(parsed) = prefix.parse::<SignedCheckpoint>() {
+            assert!(verifier.verify(&parsed).is_err(), "{prefix:?}");
+        }
+    }
+    for (n, &at) in boundaries.iter().enumerate() {
+        let next = boundaries.get(n + 1).copied().unwrap_or(text.len());
+        let mangled = format!("{}{}", &text[..at], &text[next..]);
+        if let Ok(parsed) = mangled.parse::<SignedCheckpoint>() {
+            assert!(verifier.verify(&parsed).is_err(), "{mangled:?}");
+        }
+    }
+}
