@@ -5,3 +5,5 @@
 //! No I/O and no async: time comes from an injected [`Clock`](lanyard_core::Clock), policies and
 //! records are handed in by the caller (the server reads the files and the datastore). It never
 //! depends on lanyard-store, lanyard-ca or lanyard-proto.
+
+pub mod audit;
