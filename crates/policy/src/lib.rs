@@ -5,3 +5,11 @@
 //! No I/O and no async: time comes from an injected [`Clock`](lanyard_core::Clock), policies and
 //! records are handed in by the caller (the server reads the files and the datastore). It never
 //! depends on lanyard-store, lanyard-ca or lanyard-proto.
+
+mod grant;
+
+pub use grant::{
+    BASE_SCHEMA, Decision, EvaluationError, GrantError, GrantRequest, MAX_AUDIENCE_BYTES,
+    MAX_OPERATION_BYTES, MAX_OPERATIONS, MAX_POLICIES, MAX_POLICY_FILE_BYTES, MAX_POLICY_ID_BYTES,
+    MAX_TEXT_BYTES, OperationDecision, Outcome, PolicyBundle, PolicyLoadError, PolicyProblem,
+};
