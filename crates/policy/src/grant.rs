@@ -14,16 +14,16 @@ use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cedar_policy::{
-    Authorizer, Context, ContextCreationError, Decision as CedarDecision, Effect, Entities,
-    Entity, EntityAttrEvaluationError, EntityId, EntityTypeName, EntityUid, Policy,
-    PolicyId, PolicySet, Request, RequestValidationError, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    Authorizer, Context, ContextCreationError, Decision as CedarDecision, Effect, Entities, Entity,
+    EntityAttrEvaluationError, EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet,
+    Request, RequestValidationError, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use lanyard_core::{SelectorSet, SpiffeId};
 use miette::Diagnostic;
 
 mod index;
 mod schema;
+mod shape;
 
 pub use schema::BASE_SCHEMA;
 
@@ -138,13 +138,13 @@ pub enum GrantError {
     #[error("the request time is before 1970")]
     TimeBeforeEpoch,
     #[error("building the principal entity")]
-    Entity(#[source] EntityAttrEvaluationError),
+    Entity(#[source] Box<EntityAttrEvaluationError>),
     #[error("building the entity set")]
-    Entities(#[source] cedar_policy::entities_errors::EntitiesError),
+    Entities(#[source] Box<cedar_policy::entities_errors::EntitiesError>),
     #[error("building the request context")]
-    Context(#[source] ContextCreationError),
+    Context(#[source] Box<ContextCreationError>),
     #[error("building the Cedar request")]
-    Request(#[source] RequestValidationError),
+    Request(#[source] Box<RequestValidationError>),
 }
 
 /// The answer to a [`GrantRequest`]: one verdict per operation.
@@ -169,7 +169,7 @@ pub struct OperationDecision {
 }
 
 /// How one operation was decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Outcome {
     /// A permit matched and no forbid did.
@@ -225,6 +225,10 @@ impl PolicyBundle {
                 )));
                 continue;
             }
+            if let Some((offset, message)) = shape::check(text) {
+                problems.push(file.at_offset(Some(offset), message));
+                continue;
+            }
             let set = match PolicySet::from_str(text) {
                 Ok(set) => set,
                 Err(errors) => {
@@ -234,19 +238,21 @@ impl PolicyBundle {
             };
             for template in set.templates() {
                 let at = file.find(&template.to_string());
-                problems.push(file.at_offset(
-                    at,
-                    "templates (`?principal`, `?resource`) are not supported; write the entity".into(),
-                ));
+                problems.push(
+                    file.at_offset(
+                        at,
+                        "templates (`?principal`, `?resource`) are not supported; write the entity"
+                            .into(),
+                    ),
+                );
             }
             let mut policies: Vec<(usize, &Policy)> =
                 set.policies().map(|p| (position(p.id()), p)).collect();
             policies.sort_by_key(|(n, _)| *n);
             count += policies.len();
             if count > MAX_POLICIES {
-                problems.push(file.whole(format!(
-                    "more than {MAX_POLICIES} policies in the bundle"
-                )));
+                problems
+                    .push(file.whole(format!("more than {MAX_POLICIES} policies in the bundle")));
                 break;
             }
             for (n, policy) in policies {
@@ -267,7 +273,10 @@ impl PolicyBundle {
                 if let Some(first) = ids.insert(id.clone(), file_index) {
                     problems.push(file.at_offset(
                         offset,
-                        format!("duplicate policy id {id:?} (also in {})", files[first].0.as_ref()),
+                        format!(
+                            "duplicate policy id {id:?} (also in {})",
+                            files[first].0.as_ref()
+                        ),
                     ));
                     continue;
                 }
@@ -398,10 +407,13 @@ impl PolicyBundle {
         let principal = self.principal(request)?;
         let resource = self.uid(&self.types.tool, &request.audience);
         let entities = Entities::from_entities(
-            [principal.clone(), Entity::new_no_attrs(resource.clone(), HashSet::new())],
+            [
+                principal.clone(),
+                Entity::new_no_attrs(resource.clone(), HashSet::new()),
+            ],
             None,
         )
-        .map_err(GrantError::Entities)?;
+        .map_err(|e| GrantError::Entities(Box::new(e)))?;
         let context = context(request)?;
         let authorizer = Authorizer::new();
         let mut operations = Vec::with_capacity(request.operations.len());
@@ -414,7 +426,7 @@ impl PolicyBundle {
                 context.clone(),
                 None,
             )
-            .map_err(GrantError::Request)?;
+            .map_err(|e| GrantError::Request(Box::new(e)))?;
             let mut verdict = Verdict::default();
             for set in candidates(operation) {
                 let response = authorizer.is_authorized(&cedar_request, set, &entities);
@@ -440,10 +452,13 @@ impl PolicyBundle {
                 "path".to_owned(),
                 RestrictedExpression::new_string(id.path().to_owned()),
             ),
-            ("selectors".to_owned(), RestrictedExpression::new_set(selectors)),
+            (
+                "selectors".to_owned(),
+                RestrictedExpression::new_set(selectors),
+            ),
         ]);
         let uid = self.uid(&self.types.workload, id.as_str());
-        Entity::new(uid, attrs, HashSet::new()).map_err(GrantError::Entity)
+        Entity::new(uid, attrs, HashSet::new()).map_err(|e| GrantError::Entity(Box::new(e)))
     }
 
     fn uid(&self, type_name: &EntityTypeName, id: &str) -> EntityUid {
@@ -485,7 +500,11 @@ impl Types {
 impl Decision {
     /// True when every requested operation is allowed.
     pub fn allowed(&self) -> bool {
-        !self.operations.is_empty() && self.operations.iter().all(|o| o.outcome == Outcome::Allowed)
+        !self.operations.is_empty()
+            && self
+                .operations
+                .iter()
+                .all(|o| o.outcome == Outcome::Allowed)
     }
 
     /// True when the grant is allowed but a determining permit asks for a human's approval: the
@@ -618,7 +637,11 @@ impl fmt::Display for PolicyProblem {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
         }
     }
 }
@@ -720,7 +743,9 @@ fn check_approval(policy: &Policy) -> Option<String> {
         None => None,
         Some(APPROVAL_REQUIRED) if policy.effect() == Effect::Permit => None,
         Some(APPROVAL_REQUIRED) => Some("@approval applies to permit policies only".into()),
-        Some(other) => Some(format!("@approval({other:?}): the only value is \"required\"")),
+        Some(other) => Some(format!(
+            "@approval({other:?}): the only value is \"required\""
+        )),
     }
 }
 
@@ -803,7 +828,7 @@ fn context(request: &GrantRequest) -> Result<Context, GrantError> {
             long(u64::from(request.delegation_depth)),
         ),
     ])
-    .map_err(GrantError::Context)
+    .map_err(|e| GrantError::Context(Box::new(e)))
 }
 
 #[cfg(test)]

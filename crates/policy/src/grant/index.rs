@@ -11,7 +11,9 @@
 
 use std::collections::HashMap;
 
-use cedar_policy::{ActionConstraint, EntityUid, Policy, PolicySet, PolicySetError, ResourceConstraint};
+use cedar_policy::{
+    ActionConstraint, EntityUid, Policy, PolicySet, PolicySetError, ResourceConstraint,
+};
 
 /// The entity type of resources; a `resource == Tool::"x"` scope is indexed by `x`.
 pub(crate) const TOOL_TYPE: &str = "Tool";
@@ -36,7 +38,7 @@ struct ByTool {
 // === impl Index ===
 
 impl Index {
-    pub(crate) fn insert(&mut self, policy: &Policy) -> Result<(), PolicySetError> {
+    pub(crate) fn insert(&mut self, policy: &Policy) -> Result<(), Box<PolicySetError>> {
         let tool = match policy.resource_constraint() {
             ResourceConstraint::Eq(uid) if is_tool(&uid) => Some(uid.id().unescaped().to_owned()),
             _ => None,
@@ -44,9 +46,11 @@ impl Index {
         match policy.action_constraint() {
             ActionConstraint::Any => self.any_action.insert(tool, policy),
             ActionConstraint::Eq(uid) => self.bucket(&uid).insert(tool, policy),
-            // `action in []` matches nothing and so lands in no bucket. The schema declares no
-            // action groups, so `in` is plain membership in the list.
-            ActionConstraint::In(uids) => {
+            // The schema declares no action groups, so `in` is plain membership in the list
+            // (`action in []` is refused by the validator; it would land in no bucket).
+            ActionConstraint::In(mut uids) => {
+                uids.sort();
+                uids.dedup();
                 for uid in uids {
                     self.bucket(&uid).insert(tool.clone(), policy)?;
                 }
@@ -56,7 +60,9 @@ impl Index {
     }
 
     fn bucket(&mut self, action: &EntityUid) -> &mut ByTool {
-        self.by_action.entry(action.id().unescaped().to_owned()).or_default()
+        self.by_action
+            .entry(action.id().unescaped().to_owned())
+            .or_default()
     }
 
     /// The buckets that may hold a policy matching `operation` on `tool`: at most four, disjoint.
@@ -73,12 +79,12 @@ impl Index {
 // === impl ByTool ===
 
 impl ByTool {
-    fn insert(&mut self, tool: Option<String>, policy: &Policy) -> Result<(), PolicySetError> {
+    fn insert(&mut self, tool: Option<String>, policy: &Policy) -> Result<(), Box<PolicySetError>> {
         let set = match tool {
             Some(tool) => self.by_tool.entry(tool).or_default(),
             None => self.any_tool.get_or_insert_with(PolicySet::new),
         };
-        set.add(policy.clone())
+        set.add(policy.clone()).map_err(Box::new)
     }
 
     fn push_sets<'a>(&'a self, tool: &str, sets: &mut Vec<&'a PolicySet>) {

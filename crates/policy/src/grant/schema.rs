@@ -37,15 +37,23 @@ type TaskContext = {
 };
 "#;
 
+/// An action always declared, so that a policy whose scope names no operation (`action`) is still
+/// type-checked: the validator checks such a policy once per declared action, and with none it
+/// would check nothing.
+pub(crate) const ANY_OPERATION: &str = "lanyard:any-operation";
+
 /// The full schema text for a bundle whose policies name `actions`.
 pub(crate) fn schema_text<'a>(actions: impl IntoIterator<Item = &'a str>) -> String {
-    let actions: BTreeSet<&str> = actions.into_iter().collect();
+    let mut actions: BTreeSet<&str> = actions.into_iter().collect();
+    actions.insert(ANY_OPERATION);
     let mut text = String::from(BASE_SCHEMA);
     text.push_str("// Operations named by the loaded policies.\n");
     for action in actions {
         text.push_str("action ");
         push_quoted(&mut text, action);
-        text.push_str(" appliesTo { principal: Workload, resource: Tool, context: TaskContext };\n");
+        text.push_str(
+            " appliesTo { principal: Workload, resource: Tool, context: TaskContext };\n",
+        );
     }
     text
 }
