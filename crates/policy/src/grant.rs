@@ -286,9 +286,7 @@ impl PolicyBundle {
                 });
             }
         }
-        if !problems.is_empty() {
-            return Err(PolicyLoadError { problems });
-        }
+        // Validate what parsed even when some file did not, so one load reports every problem.
         match Self::build(parsed, &mut problems) {
             Some(bundle) if problems.is_empty() => Ok(bundle),
             _ => Err(PolicyLoadError { problems }),

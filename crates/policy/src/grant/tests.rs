@@ -209,6 +209,7 @@ fn every_problem_is_reported_and_duplicates_refused() {
         .map(|p| (p.file.as_str(), p.line))
         .collect();
     assert!(files.contains(&("b.cedar", 2)), "{err}");
+    assert!(files.contains(&("c.cedar", 1)), "{err}");
     assert!(files.contains(&("d.cedar", 1)), "{err}");
     assert!(
         err.to_string().contains("duplicate policy id \"p\""),
