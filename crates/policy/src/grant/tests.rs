@@ -377,3 +377,22 @@ fn unused_system_time_import_guard() {
 }
 
 mod equivalence;
+
+#[test]
+fn the_documented_examples_load_and_decide() {
+    let doc = include_str!("../../../../docs/policy.md");
+    let start = doc.find("```cedar\n").unwrap() + "```cedar\n".len();
+    let text = &doc[start..start + doc[start..].find("```").unwrap()];
+    let b = bundle(text);
+    assert_eq!(b.len(), 4);
+    let d = decide(&b, &request("tickets", &["read", "comment"]));
+    assert_eq!(
+        d.policy_ids(),
+        ["prod-read-tickets", "write-tickets-for-humans"],
+        "{d}"
+    );
+    let d = decide(&b, &request("wiki", &["delete"]));
+    assert!(d.approval_required(), "{d}");
+    let d = decide(&b, &request("payroll", &["delete"]));
+    assert_eq!(d.operations[0].determining, ["no-delegated-payroll"], "{d}");
+}
