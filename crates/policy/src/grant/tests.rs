@@ -396,3 +396,16 @@ fn the_documented_examples_load_and_decide() {
     let d = decide(&b, &request("payroll", &["delete"]));
     assert_eq!(d.operations[0].determining, ["no-delegated-payroll"], "{d}");
 }
+
+#[test]
+fn the_largest_accepted_shape_loads_and_decides() {
+    // 14 levels of parentheses inside the scope's `(` and the `when` braces, 8 `if`s, ~1,000
+    // operators: all within the limits, so it must not overflow a test thread's 2 MiB stack.
+    let ifs = "if true then ".repeat(8) + "true" + &" else false".repeat(8);
+    let chain = vec!["context.ttl_seconds"; 495].join(" + ");
+    let body = format!("{}{ifs} && {chain} > 0{}", "(".repeat(14), ")".repeat(14));
+    let text = format!("permit(principal, action, resource) when {{ {body} }};");
+    assert!(shape::check(&text).is_none());
+    let b = bundle(&text);
+    assert!(decide(&b, &request("t", &["read"])).allowed());
+}
