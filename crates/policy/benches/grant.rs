@@ -77,5 +77,16 @@ fn decide(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decide);
+/// Parsing, validating and indexing: what a reload of `policy_dir` costs.
+fn load(c: &mut Criterion) {
+    let files = files(10_000);
+    let mut group = c.benchmark_group("grant_load");
+    group.sample_size(10);
+    group.bench_function("10000_policies", |b| {
+        b.iter(|| PolicyBundle::load(black_box(&files)).unwrap());
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decide, load);
 criterion_main!(benches);

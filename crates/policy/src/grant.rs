@@ -237,7 +237,7 @@ impl PolicyBundle {
                 }
             };
             for template in set.templates() {
-                let at = file.find(&template.to_string());
+                let at = file.find(&template.to_string(), 0);
                 problems.push(
                     file.at_offset(
                         at,
@@ -255,8 +255,13 @@ impl PolicyBundle {
                     .push(file.whole(format!("more than {MAX_POLICIES} policies in the bundle")));
                 break;
             }
+            // Policies come in file order, so each search starts where the previous policy did.
+            let mut cursor = 0;
             for (n, policy) in policies {
-                let offset = file.find(&policy.to_string());
+                let offset = file.find(&policy.to_string(), cursor);
+                if let Some(offset) = offset {
+                    cursor = offset;
+                }
                 let id = match policy.annotation(ID_ANNOTATION) {
                     Some(id) => match check_policy_id(id) {
                         Ok(()) => id.to_owned(),
@@ -709,10 +714,11 @@ impl File<'_> {
         }
     }
 
-    /// Where a policy's source text starts. Cedar keeps each policy's exact text but exposes no
-    /// offset, so this finds the text; for two identical policies it names the first.
-    fn find(&self, policy_text: &str) -> Option<usize> {
-        self.text.find(policy_text.trim())
+    /// Where a policy's source text starts, searching from byte `from`. Cedar keeps each policy's
+    /// exact text but exposes no offset, so this finds the text.
+    fn find(&self, policy_text: &str, from: usize) -> Option<usize> {
+        let rest = self.text.get(from..)?;
+        rest.find(policy_text.trim()).map(|at| from + at)
     }
 }
 
