@@ -7,3 +7,10 @@
 //! depends on lanyard-store, lanyard-ca or lanyard-proto.
 
 pub mod audit;
+mod grant;
+
+pub use grant::{
+    BASE_SCHEMA, Decision, EvaluationError, GrantError, GrantRequest, MAX_AUDIENCE_BYTES,
+    MAX_OPERATION_BYTES, MAX_OPERATIONS, MAX_POLICIES, MAX_POLICY_FILE_BYTES, MAX_POLICY_ID_BYTES,
+    MAX_TEXT_BYTES, OperationDecision, Outcome, PolicyBundle, PolicyLoadError, PolicyProblem,
+};
