@@ -504,7 +504,7 @@ impl Bundle {
     /// and `spiffe_sequence`; `spiffe_refresh_hint` when one is set (there is no value that means
     /// "none", so an unset hint is left out rather than invented).
     pub fn to_json(&self) -> String {
-        self.to_value(true).to_string()
+        sorted_json(self.to_value(true))
     }
 
     /// Only the JWT authorities, as `FetchJWTBundles` sends them: `{"keys":[…]}`, every key with
@@ -517,7 +517,7 @@ impl Bundle {
             .collect();
         let mut doc = Map::new();
         doc.insert("keys".into(), Value::Array(keys));
-        Value::Object(doc).to_string()
+        sorted_json(Value::Object(doc))
     }
 
     /// The X.509 authorities as concatenated DER, as the Workload API sends bundles.
@@ -734,7 +734,7 @@ impl BundleSet {
             .collect();
         let mut doc = Map::new();
         doc.insert("trust_domains".into(), Value::Object(entries));
-        Value::Object(doc).to_string()
+        sorted_json(Value::Object(doc))
     }
 }
 
@@ -1062,6 +1062,25 @@ fn der_uint(magnitude: &[u8]) -> Vec<u8> {
     }
     content.extend_from_slice(magnitude);
     der_tlv(0x02, &content)
+}
+
+/// `value` as JSON text with every object's members in key order, whichever order the map kept
+/// them in: serde_json keeps insertion order when any crate in the build enables its
+/// `preserve_order` feature (cedar-policy does), and a bundle must print the same from every
+/// binary, so documents stored by one build compare equal in another.
+fn sorted_json(value: Value) -> String {
+    fn sort(value: Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut members: Vec<(String, Value)> = map.into_iter().collect();
+                members.sort_by(|(a, _), (b, _)| a.cmp(b));
+                Value::Object(members.into_iter().map(|(k, v)| (k, sort(v))).collect())
+            }
+            Value::Array(items) => Value::Array(items.into_iter().map(sort).collect()),
+            other => other,
+        }
+    }
+    sort(value).to_string()
 }
 
 #[cfg(test)]
