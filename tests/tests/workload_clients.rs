@@ -22,10 +22,12 @@ const PIP_TIMEOUT: Duration = Duration::from_secs(300);
 
 const SERVER_ID: &str = "spiffe://example.org/openssl/server";
 
-/// A child process killed when dropped, with its stdout lines on a channel.
+/// A child process killed when dropped, with its output lines on a channel, each marked with
+/// whether it came from stdout (the two pipes are read by separate threads, so their lines
+/// interleave arbitrarily; a PEM block on stdout must not be cut by a stderr line).
 struct Running {
     child: Child,
-    lines: mpsc::Receiver<String>,
+    lines: mpsc::Receiver<(bool, String)>,
 }
 
 impl Running {
@@ -37,14 +39,17 @@ impl Running {
             .spawn()
             .unwrap();
         let (tx, lines) = mpsc::channel();
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
+        for (is_stdout, pipe) in [
+            (
+                true,
+                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            ),
+            (false, Box::new(child.stderr.take().unwrap())),
         ] {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
+                    if tx.send((is_stdout, line)).is_err() {
                         return;
                     }
                 }
@@ -59,7 +64,7 @@ impl Running {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) => {
+                Ok((_, line)) => {
                     let found = line.contains(marker);
                     seen.push(line);
                     if found {
@@ -74,10 +79,19 @@ impl Running {
         }
     }
 
-    /// Waits for the process to exit; returns its success and every output line.
-    fn finish(mut self, mut seen: Vec<String>) -> (bool, String) {
+    /// Waits for the process to exit; returns its success and every output line: `seen` first,
+    /// then the rest of stdout, then the rest of stderr.
+    fn finish(mut self, seen: Vec<String>) -> (bool, String) {
         let deadline = Instant::now() + PROGRAM_TIMEOUT;
         drop(self.child.stdin.take());
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let mut keep = |(is_stdout, line): (bool, String)| {
+            if is_stdout {
+                stdout.push(line);
+            } else {
+                stderr.push(line);
+            }
+        };
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 break status;
@@ -88,14 +102,15 @@ impl Running {
                 seen.join("\n")
             );
             if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
-                seen.push(line);
+                keep(line);
             }
         };
         // The readers end at EOF, once the process and its pipes are gone.
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            seen.push(line);
+            keep(line);
         }
-        (status.success(), seen.join("\n"))
+        let all: Vec<String> = seen.into_iter().chain(stdout).chain(stderr).collect();
+        (status.success(), all.join("\n"))
     }
 }
 
