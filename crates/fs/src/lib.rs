@@ -12,8 +12,9 @@
 //! - [`private_dir`]: a data directory, 0700 (a wider existing one is narrowed).
 //! - [`checked_dir`]: a directory created with a given mode; an existing one is used as it is if
 //!   it is trusted.
-//! - [`bind`]: a Unix socket with its final mode from the first instant (bound under a
-//!   temporary umask), in a checked directory; a stale socket is replaced, a live one refused.
+//! - [`bind`]: a Unix socket with its final mode from the first instant (bound in a private
+//!   staging directory, then renamed into place), in a checked directory; a stale socket is
+//!   replaced, a live one refused.
 //!
 //! This crate must not read the environment or configuration, and must not know lanyard's
 //! default paths: callers pass the path and the access they want.

@@ -3,9 +3,9 @@
 use std::ffi::OsStr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{AtFlags, FileType, Mode};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
 use crate::Error;
@@ -22,20 +22,17 @@ pub enum Access {
     Everyone,
 }
 
-/// Serializes umask changes: the umask is process-wide, and two binds interleaving their
-/// set-and-restore would leave the wrong one behind.
-static UMASK: Mutex<()> = Mutex::new(());
-
 /// Binds a Unix socket at `path` for `access`, in a directory checked (and if missing, made) as
 /// [`checked_dir`] does.
 ///
-/// The socket is bound under a temporary umask, so it has its final mode from the moment it
-/// exists, then checked with `lstat` through the directory's descriptor; nothing chmods it by
-/// path. A stale socket (nobody answers) is replaced; a live one, a symbolic link or any other
-/// file is refused and left alone. Returns a blocking listener.
-///
-/// The umask is process-wide: a file another thread creates during the `bind` call gets the
-/// same umask (0177 for [`Access::Owner`], 0 for [`Access::Everyone`]). Bind at start-up.
+/// The socket is bound inside a fresh 0700 staging directory next to `path`, where no other user
+/// can reach it, given its final mode there, and renamed into place without replacing anything:
+/// it never exists at `path` with another mode, and nothing is chmodded through a path someone
+/// else could change. (An earlier version set the process-wide umask around `bind`, which also
+/// changed the modes of files other threads created at that instant.) It is then checked with
+/// `lstat` through the directory's descriptor. A stale socket (nobody answers) is replaced; a
+/// live one, a symbolic link or any other file is refused and left alone. Returns a blocking
+/// listener.
 pub fn bind(path: &Path, access: Access) -> Result<UnixListener, Error> {
     let Some(name) = path.file_name() else {
         return Err(Error::InvalidPath {
@@ -49,18 +46,7 @@ pub fn bind(path: &Path, access: Access) -> Result<UnixListener, Error> {
     };
     let dir = checked_dir(parent, access.dir_mode())?;
     remove_stale(&dir, name, path)?;
-
-    let listener = {
-        let _serialized = UMASK.lock().unwrap_or_else(PoisonError::into_inner);
-        let old = rustix::process::umask(Mode::from_raw_mode(!access.mode() & 0o777));
-        let bound = UnixListener::bind(path);
-        rustix::process::umask(old);
-        bound
-    }
-    .map_err(|source| Error::Bind {
-        path: path.to_owned(),
-        source,
-    })?;
+    let listener = bind_staged(&dir, parent, name, access, path)?;
 
     // The path is bound; make sure it is our socket, in the directory checked, as meant.
     let stat =
@@ -83,6 +69,69 @@ pub fn bind(path: &Path, access: Access) -> Result<UnixListener, Error> {
         });
     }
     Ok(listener)
+}
+
+/// Binds in a private staging directory under `dir`, sets the mode there, and moves the socket to
+/// `name` in `dir` (refusing to replace anything that appeared there meanwhile).
+fn bind_staged(
+    dir: &Dir,
+    parent: &Path,
+    name: &OsStr,
+    access: Access,
+    path: &Path,
+) -> Result<UnixListener, Error> {
+    let io = |op, source: Errno| Error::Io {
+        op,
+        path: path.to_owned(),
+        source: source.into(),
+    };
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let staging = format!(
+        ".bind-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    // 0700 less whatever the umask removes: never more open than that.
+    rustix::fs::mkdirat(dir, staging.as_str(), Mode::from_raw_mode(0o700))
+        .map_err(|e| io("make a staging directory for the socket", e))?;
+    let result = (|| {
+        let listener =
+            UnixListener::bind(parent.join(&staging).join(name)).map_err(|source| Error::Bind {
+                path: path.to_owned(),
+                source,
+            })?;
+        let staged = rustix::fs::openat(
+            dir,
+            staging.as_str(),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io("open the staging directory", e))?;
+        rustix::fs::chmodat(
+            &staged,
+            name,
+            Mode::from_raw_mode(access.mode()),
+            AtFlags::empty(),
+        )
+        .map_err(|e| io("set the socket's mode", e))?;
+        match rustix::fs::renameat_with(&staged, name, dir, name, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(listener),
+            Err(Errno::EXIST) => Err(Error::SocketInUse {
+                path: path.to_owned(),
+            }),
+            Err(e) => Err(io("move the socket into place", e)),
+        }
+    })();
+    if result.is_err() {
+        let _ = rustix::fs::unlinkat(dir, parent_join(&staging, name), AtFlags::empty());
+    }
+    let _ = rustix::fs::unlinkat(dir, staging.as_str(), AtFlags::REMOVEDIR);
+    result
+}
+
+/// `staging/name`, relative to the checked directory.
+fn parent_join(staging: &str, name: &OsStr) -> std::path::PathBuf {
+    Path::new(staging).join(name)
 }
 
 /// Removes a socket nobody answers on; refuses a live one and anything that is not a socket.
