@@ -147,46 +147,45 @@ impl JoinTokenSources {
 
     /// The one token given, read and parsed; `None` if none was.
     fn resolve(self) -> anyhow::Result<Option<JoinToken>> {
-        let given: Vec<&str> = [
-            self.flag.as_ref().map(|_| "--join-token"),
-            self.env.as_ref().map(|_| JOIN_TOKEN_ENV),
-            self.flag_file.as_ref().map(|_| "--join-token-file"),
-            self.config
-                .as_ref()
-                .map(|_| "join_token in the config file"),
-            self.config_file
-                .as_ref()
-                .map(|_| "join_token_file in the config file"),
+        let given: Vec<(&str, Given)> = [
+            ("--join-token", self.flag.map(Given::Inline)),
+            (JOIN_TOKEN_ENV, self.env.map(Given::Inline)),
+            ("--join-token-file", self.flag_file.map(Given::File)),
+            (
+                "join_token in the config file",
+                self.config.map(Given::Inline),
+            ),
+            (
+                "join_token_file in the config file",
+                self.config_file.map(Given::File),
+            ),
         ]
         .into_iter()
-        .flatten()
+        .filter_map(|(source, given)| Some((source, given?)))
         .collect();
-        if given.len() > 1 {
-            anyhow::bail!(
-                "the join token is given in more than one way ({}); give exactly one",
-                given.join(", ")
-            );
-        }
-        let parse = |secret: &Secret, source: &str| {
-            secret
+        match given.as_slice() {
+            [] => Ok(None),
+            [(source, Given::Inline(secret))] => secret
                 .0
                 .parse::<JoinToken>()
-                .with_context(|| source.to_owned())
-        };
-        if let Some(secret) = &self.flag {
-            return parse(secret, "--join-token").map(Some);
-        }
-        if let Some(secret) = &self.env {
-            return parse(secret, JOIN_TOKEN_ENV).map(Some);
-        }
-        if let Some(secret) = &self.config {
-            return parse(secret, "join_token in the config file").map(Some);
-        }
-        match self.flag_file.or(self.config_file) {
-            Some(path) => read_token_file(&path).map(Some),
-            None => Ok(None),
+                .with_context(|| (*source).to_owned())
+                .map(Some),
+            [(_, Given::File(path))] => read_token_file(path).map(Some),
+            several => {
+                let sources: Vec<&str> = several.iter().map(|(source, _)| *source).collect();
+                anyhow::bail!(
+                    "the join token is given in more than one way ({}); give exactly one",
+                    sources.join(", ")
+                )
+            }
         }
     }
+}
+
+/// A join token source that was given: the token itself, or a file holding it.
+enum Given {
+    Inline(Secret),
+    File(PathBuf),
 }
 
 /// Reads a join token file: at most [`MAX_TOKEN_FILE_LEN`] bytes of text, trailing whitespace

@@ -378,12 +378,8 @@ impl AdminService {
                 let created = self
                     .state
                     .store
-                    .create_entries(vec![entry])
+                    .create_entry(entry)
                     .await
-                    .map_err(store_status)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| Status::internal("the datastore returned no result"))?
                     .map_err(store_status)?;
                 self.state.entries_changed().await;
                 created.id().to_string()
@@ -642,18 +638,9 @@ impl pb::admin_server::Admin for AdminService {
                 .delete_agent(&id)
                 .await
                 .map_err(store_status)?;
-            // Other servers on the same database end their streams when they read this.
             self.state
-                .record(
-                    "agent.evicted",
-                    &serde_json::json!({ "agent": id.to_string() }),
-                )
+                .agent_removed(id, crate::node::AgentRevocation::Evicted)
                 .await;
-            let _ = self.state.agent_revoked.send(crate::node::AgentRevoked {
-                spiffe_id: id,
-                reason: crate::node::AgentRevocation::Evicted,
-                keep_serial: None,
-            });
             self.state.refresh_gauges().await;
             Ok(pb::EvictAgentResponse {})
         })
@@ -672,18 +659,9 @@ impl pb::admin_server::Admin for AdminService {
                 .ban_agent(&id)
                 .await
                 .map_err(store_status)?;
-            // Other servers on the same database end their streams when they read this.
             self.state
-                .record(
-                    "agent.banned",
-                    &serde_json::json!({ "agent": id.to_string() }),
-                )
+                .agent_removed(id, crate::node::AgentRevocation::Banned)
                 .await;
-            let _ = self.state.agent_revoked.send(crate::node::AgentRevoked {
-                spiffe_id: id,
-                reason: crate::node::AgentRevocation::Banned,
-                keep_serial: None,
-            });
             Ok(agent_to_proto(&agent))
         })
         .await

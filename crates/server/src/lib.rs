@@ -367,6 +367,26 @@ impl ServerState {
         }
     }
 
+    /// An agent was evicted or banned: ends its streams here at once, and records it so that the
+    /// other servers on the same datastore end theirs when they read the event log
+    /// ([`node::follow_agent_events`]).
+    pub(crate) async fn agent_removed(
+        &self,
+        spiffe_id: lanyard_core::SpiffeId,
+        reason: node::AgentRevocation,
+    ) {
+        self.record(
+            reason.event_kind(),
+            &serde_json::json!({ "agent": spiffe_id.to_string() }),
+        )
+        .await;
+        let _ = self.agent_revoked.send(AgentRevoked {
+            spiffe_id,
+            reason,
+            keep_serial: None,
+        });
+    }
+
     /// Updates the entry, agent and CA gauges from the datastore and the CA.
     pub(crate) async fn refresh_gauges(&self) {
         if let Ok(n) = self.store.count_entries().await {

@@ -133,6 +133,27 @@ pub(crate) fn entry_to_node_proto(entry: &RegistrationEntry) -> pb::Entry {
     }
 }
 
+// === impl AgentRevocation ===
+
+impl AgentRevocation {
+    /// The event-log kind that records it, which other servers sharing the datastore read back
+    /// ([`follow_agent_events`]). Renewals are not recorded.
+    pub(crate) fn event_kind(self) -> &'static str {
+        match self {
+            Self::Evicted => "agent.evicted",
+            Self::Banned => "agent.banned",
+            Self::Reattested => "agent.attested",
+            Self::Renewed => "agent.renewed",
+        }
+    }
+
+    fn from_event_kind(kind: &str) -> Option<Self> {
+        [Self::Evicted, Self::Banned, Self::Reattested]
+            .into_iter()
+            .find(|r| r.event_kind() == kind)
+    }
+}
+
 // === impl AgentRevoked ===
 
 impl AgentRevoked {
@@ -439,7 +460,7 @@ impl NodeService {
         }
         self.state
             .record(
-                "agent.attested",
+                AgentRevocation::Reattested.event_kind(),
                 &serde_json::json!({ "agent": agent_id.to_string(), "attestor": attestor }),
             )
             .await;
@@ -673,11 +694,8 @@ pub(crate) async fn follow_agent_events(
         .await?
     {
         *seen = Some(event.id);
-        let reason = match event.kind.as_str() {
-            "agent.evicted" => AgentRevocation::Evicted,
-            "agent.banned" => AgentRevocation::Banned,
-            "agent.attested" => AgentRevocation::Reattested,
-            _ => continue,
+        let Some(reason) = AgentRevocation::from_event_kind(&event.kind) else {
+            continue;
         };
         let Some(spiffe_id) = event.payload["agent"]
             .as_str()
