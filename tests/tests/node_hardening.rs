@@ -284,15 +284,15 @@ fn rows(server: &Server, table: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn events_used_tokens_and_tombstones_are_pruned_on_schedule() {
+async fn used_tokens_and_tombstones_are_pruned_on_schedule_and_the_audit_log_is_kept() {
     let config = config_file(
-        "[retention]\nevents = \"1s\"\nused_join_tokens = \"1s\"\nentry_tombstones = \"1s\"\n\
+        "[retention]\nused_join_tokens = \"1s\"\nentry_tombstones = \"1s\"\n\
          prune_interval = \"1s\"\n",
     );
     let server = Server::start_with(&["--config", config.path().to_str().unwrap()]);
     let addr = server.node_addr();
     let bundle = server.bundle();
-    // An attestation (an event, a used token) and a deleted entry (a tombstone).
+    // An attestation (an audit record, a used token) and a deleted entry (a tombstone).
     SimAgent::attest(addr, &bundle, &server.join_token(&[]))
         .await
         .unwrap();
@@ -316,16 +316,18 @@ async fn events_used_tokens_and_tombstones_are_pruned_on_schedule() {
     server.cli(&["entry", "delete", "--id", &id]).ok();
     assert!(rows(&server, "entry_tombstones") >= 1);
 
+    let audit_records = rows(&server, "audit_log");
+    assert!(audit_records >= 4, "{audit_records}");
     lanyard_e2e::wait_for(
-        "events, used join tokens and tombstones to be pruned",
+        "used join tokens and tombstones to be pruned",
         std::time::Duration::from_secs(30),
         || {
-            let left = rows(&server, "events")
-                + rows(&server, "join_tokens")
-                + rows(&server, "entry_tombstones");
+            let left = rows(&server, "join_tokens") + rows(&server, "entry_tombstones");
             (left == 0).then_some(())
         },
     );
+    // The audit log is the record: pruning never touches it.
+    assert!(rows(&server, "audit_log") >= audit_records);
     // A token that is neither used nor expired stays.
     server.join_token(&[]);
     assert_eq!(rows(&server, "join_tokens"), 1);

@@ -27,6 +27,7 @@ use crate::config::{AgentConfig, TrustBootstrap};
 use crate::node::{ChannelKind, Connector};
 use crate::source::AgentSource;
 use crate::storage::{AgentSvid, Storage};
+use crate::tasks::AgentTasks;
 use crate::timing::{self, Backoff};
 use crate::workload_attestor::HostAttestor;
 use crate::{AgentError, mint, renew, sync};
@@ -148,6 +149,7 @@ impl<A: CallerAttestor> Agent<A> {
         let mut workload_stop = stop_rx.clone();
         let workload = tokio::spawn(
             WorkloadServer::new(source, attestor)
+                .with_tasks(AgentTasks::new(shared_cell.clone()))
                 .with_clock(clock.clone())
                 .serve(listener, async move {
                     let _ = workload_stop.wait_for(|s| *s).await;

@@ -159,6 +159,23 @@ impl Cache {
             .min()
     }
 
+    /// The unexpired entries a caller with `caller` selectors may be served (the entry's
+    /// selectors are a subset of the caller's), as (SPIFFE ID, entry id), ordered by entry id.
+    pub(crate) fn entries_for_caller(
+        &self,
+        caller: &SelectorSet,
+        now: SystemTime,
+    ) -> Vec<(SpiffeId, EntryId)> {
+        let mut found: Vec<(SpiffeId, EntryId)> = self
+            .entries
+            .values()
+            .filter(|e| !e.is_expired(now) && e.selectors().is_subset(caller))
+            .map(|e| (e.spiffe_id().clone(), e.id().clone()))
+            .collect();
+        found.sort_by(|a, b| a.1.cmp(&b.1));
+        found
+    }
+
     /// Forgets a partly received update (its stream broke).
     pub(crate) fn discard_pending(&mut self) {
         self.pending = None;

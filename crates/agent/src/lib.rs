@@ -27,6 +27,7 @@ mod renew;
 mod source;
 mod storage;
 mod sync;
+mod tasks;
 mod timing;
 mod workload_attestor;
 

@@ -213,7 +213,7 @@ pub(crate) struct JwtMintArgs {
     ttl: HumanDuration,
 }
 
-async fn client(opts: &AdminOpts) -> anyhow::Result<AdminClient<Channel>> {
+pub(crate) async fn client(opts: &AdminOpts) -> anyhow::Result<AdminClient<Channel>> {
     let socket = opts.admin_socket.clone().unwrap_or_else(|| {
         crate::paths::ADMIN_SOCKET.to_dial(crate::paths::running_as_root(), Path::exists)
     });
@@ -221,7 +221,7 @@ async fn client(opts: &AdminOpts) -> anyhow::Result<AdminClient<Channel>> {
 }
 
 /// Turns a gRPC error into one line that says what the server refused.
-fn rpc_error(status: tonic::Status) -> anyhow::Error {
+pub(crate) fn rpc_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!(
         "server refused the request ({:?}): {}",
         status.code(),
@@ -234,7 +234,7 @@ fn seconds(duration: Option<HumanDuration>) -> i64 {
     duration.map_or(0, |d| i64::try_from(d.get().as_secs()).unwrap_or(i64::MAX))
 }
 
-fn unix_time(secs: i64) -> String {
+pub(crate) fn unix_time(secs: i64) -> String {
     if secs <= 0 {
         return "-".to_owned();
     }

@@ -52,6 +52,40 @@ fn user_name(uid: u32) -> String {
     }
 }
 
+/// The policy `lanyard dev` installs (once; an edited copy is kept): the development user may get
+/// `read` and `list` credentials for the example tool `tickets`, for at most five minutes.
+const EXAMPLE_POLICY: &str = r#"// Installed by `lanyard dev`. Edit it, then run `lanyard policy reload`.
+// Task credentials for the example tool "tickets": read and list, five minutes at most.
+@id("dev-tickets-read")
+@max_ttl("5m")
+permit(
+    principal,
+    action in [Action::"read", Action::"list"],
+    resource == Tool::"tickets"
+)
+when { principal.trust_domain == "TRUST_DOMAIN" };
+
+// Nobody deletes tickets with a task credential.
+@id("dev-tickets-no-delete")
+forbid(principal, action == Action::"delete", resource == Tool::"tickets");
+"#;
+
+/// Writes the example policy into `dir` unless a policy file is there already.
+fn install_example_policy(dir: &Path, td: &TrustDomain) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("dev-example.cedar");
+    if !path.exists() {
+        std::fs::write(&path, EXAMPLE_POLICY.replace("TRUST_DOMAIN", td.as_str()))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(path)
+}
+
 /// A free loopback port for the node API. The port is released before the server binds it; on a
 /// development machine nothing else grabs it in between.
 fn free_port() -> anyhow::Result<u16> {
@@ -100,8 +134,11 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let workload_socket = dir.join("agent.sock");
     let port = free_port()?;
 
+    let policy_dir = dir.join("policies");
+    let policy_file = install_example_policy(&policy_dir, &td)?;
     let mut server_config = ServerConfig::new(td.clone(), dir.join("server"));
     server_config.admin_socket = admin_socket.clone();
+    server_config.policy_dir = Some(policy_dir);
     server_config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -174,6 +211,12 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  export LANYARD_ADMIN_SOCKET={}", admin_socket.display());
     println!("  lanyard x509 fetch");
+    println!();
+    println!(
+        "Task credentials are decided by the example policy in {} (tool \"tickets\": read, list):",
+        policy_file.display()
+    );
+    println!("  lanyard task begin --audience tickets --op read --purpose 'triage'");
 
     let outcome = tokio::select! {
         () = crate::shutdown_signal() => Ok(()),

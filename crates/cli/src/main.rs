@@ -3,12 +3,15 @@
 
 mod admin;
 mod agent;
+mod audit;
 mod dev;
 mod duration;
 mod output;
 mod paths;
 mod pem;
+mod policy;
 mod server;
+mod task;
 mod uds;
 mod workload;
 
@@ -63,6 +66,15 @@ enum Command {
     /// JWT-SVIDs.
     #[command(subcommand)]
     Jwt(JwtCommand),
+    /// Task credentials for AI agents: one tool, a few operations, a few minutes.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// The Cedar policies that decide task grants.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// The verifiable audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,7 +90,7 @@ enum AgentCommand {
 #[derive(Debug, Subcommand)]
 enum ServerCommand {
     /// Run the server: CA, datastore, admin API.
-    Run(server::ServerRunArgs),
+    Run(Box<server::ServerRunArgs>),
     /// Ask a running server whether its datastore and CA work.
     Healthcheck(AdminOpts),
 }
@@ -135,7 +147,7 @@ enum JwtCommand {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Server(ServerCommand::Run(args)) => server::run(args).await,
+        Command::Server(ServerCommand::Run(args)) => server::run(*args).await,
         Command::Server(ServerCommand::Healthcheck(opts)) => admin::server_healthcheck(&opts).await,
         Command::Entry { command, opts } => admin::entry(command, &opts).await,
         Command::Token { command, opts } => admin::token(command, &opts).await,
@@ -152,6 +164,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bundle { command, opts } => admin::bundle(command, &opts).await,
         Command::X509(X509Command::Mint { args, opts }) => admin::x509_mint(args, &opts).await,
         Command::Jwt(JwtCommand::Mint { args, opts }) => admin::jwt_mint(args, &opts).await,
+        Command::Task(command) => task::run(command).await,
+        Command::Policy(command) => policy::run(command).await,
+        Command::Audit(command) => audit::run(command).await,
     }
 }
 

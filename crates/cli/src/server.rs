@@ -42,6 +42,9 @@ pub(crate) struct ServerRunArgs {
     /// Turn on x509pop node attestation: agents prove a key certified by a CA in this PEM file.
     #[arg(long)]
     x509pop_ca: Option<PathBuf>,
+    /// Where the `*.cedar` task grant policies are (default: none, every task grant refused).
+    #[arg(long)]
+    policy_dir: Option<PathBuf>,
 }
 
 /// The TOML file. Unknown keys are refused, so a typo is an error rather than a silent default.
@@ -64,6 +67,17 @@ struct ServerFile {
     node_api: NodeApiFile,
     #[serde(default)]
     retention: RetentionFile,
+    policy_dir: Option<PathBuf>,
+    #[serde(default)]
+    audit: AuditFile,
+}
+
+/// `[audit]`: the verifiable audit log.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditFile {
+    /// How often a checkpoint is signed when the log has grown (default 1s).
+    checkpoint_interval: Option<String>,
 }
 
 /// `[node_api]`: what one peer may cost the server.
@@ -80,7 +94,6 @@ struct NodeApiFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RetentionFile {
-    events: Option<String>,
     used_join_tokens: Option<String>,
     entry_tombstones: Option<String>,
     prune_interval: Option<String>,
@@ -196,11 +209,6 @@ impl ServerRunArgs {
         let retention = &mut config.retention;
         for (field, value, target) in [
             (
-                "retention.events",
-                &file.retention.events,
-                &mut retention.events,
-            ),
-            (
                 "retention.used_join_tokens",
                 &file.retention.used_join_tokens,
                 &mut retention.used_join_tokens,
@@ -220,6 +228,17 @@ impl ServerRunArgs {
                 anyhow::ensure!(!d.is_zero(), "config: {field} must not be zero");
                 *target = d;
             }
+        }
+        config.policy_dir = self.policy_dir.or(file.policy_dir);
+        if let Some(interval) = duration(
+            "audit.checkpoint_interval",
+            file.audit.checkpoint_interval.as_ref(),
+        )? {
+            anyhow::ensure!(
+                !interval.is_zero() && interval <= std::time::Duration::from_secs(3600),
+                "config: audit.checkpoint_interval must be between 1ms and 1h"
+            );
+            config.audit_checkpoint_interval = interval;
         }
         let ca = &mut config.ca;
         if let Some(ttl) = self.ca_ttl.map(HumanDuration::get) {
@@ -312,10 +331,12 @@ mod tests {
     #[test]
     fn node_api_limits_and_retention_come_from_the_file() {
         let file = write(
-            "trust_domain = \"a.org\"\n[node_api]\nattestation_timeout = \"2s\"\n\
+            "trust_domain = \"a.org\"\npolicy_dir = \"/etc/lanyard/policies\"\n\
+             [node_api]\nattestation_timeout = \"2s\"\n\
              max_attestation_bytes = 65536\nmax_connections = 3\nmax_streams_per_connection = 8\n\
-             [retention]\nevents = \"7d\"\nused_join_tokens = \"10m\"\n\
-             entry_tombstones = \"2h\"\nprune_interval = \"1m\"\n",
+             [retention]\nused_join_tokens = \"10m\"\n\
+             entry_tombstones = \"2h\"\nprune_interval = \"1m\"\n\
+             [audit]\ncheckpoint_interval = \"5s\"\n",
         );
         let config = config(&["--config", file.path().to_str().unwrap()]).unwrap();
         let limits = &config.node_api;
@@ -324,10 +345,14 @@ mod tests {
         assert_eq!(limits.max_connections, 3);
         assert_eq!(limits.max_streams_per_connection, 8);
         let retention = &config.retention;
-        assert_eq!(retention.events.as_secs(), 7 * 86400);
         assert_eq!(retention.used_join_tokens.as_secs(), 600);
         assert_eq!(retention.entry_tombstones.as_secs(), 7200);
         assert_eq!(retention.prune_interval.as_secs(), 60);
+        assert_eq!(
+            config.policy_dir.as_deref(),
+            Some(std::path::Path::new("/etc/lanyard/policies"))
+        );
+        assert_eq!(config.audit_checkpoint_interval.as_secs(), 5);
     }
 
     #[test]

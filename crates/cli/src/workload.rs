@@ -23,7 +23,7 @@ pub(crate) struct SocketOpts {
     #[arg(long, global = true)]
     socket: Option<String>,
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
-    output: OutputFormat,
+    pub(crate) output: OutputFormat,
 }
 
 #[derive(Debug, Args)]
@@ -61,7 +61,7 @@ pub(crate) struct JwtValidateArgs {
 }
 
 impl SocketOpts {
-    fn path(&self) -> anyhow::Result<PathBuf> {
+    pub(crate) fn path(&self) -> anyhow::Result<PathBuf> {
         let (value, from) = match (
             &self.socket,
             std::env::var(lanyard_core::ENDPOINT_SOCKET_ENV),

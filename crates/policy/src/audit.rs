@@ -22,4 +22,6 @@ pub use merkle::{
 pub use record::{
     AuditRecord, MAX_DETAILS_DEPTH, MAX_DETAILS_LEN, MAX_KIND_LEN, MAX_NAME_LEN, RecordError,
 };
-pub use verify::{LogError, VerifiedLog, verify_log};
+pub use verify::{
+    CheckpointTile, LogError, StoredRecord, VerifiedLog, verify_log, verify_stored_log,
+};

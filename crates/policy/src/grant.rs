@@ -52,6 +52,9 @@ const ID_ANNOTATION: &str = "id";
 /// The annotation that makes a grant wait for a human.
 const APPROVAL_ANNOTATION: &str = "approval";
 const APPROVAL_REQUIRED: &str = "required";
+/// The annotation that caps the lifetime of a credential a permit allows: `@max_ttl("300")`,
+/// `@max_ttl("5m")`.
+const MAX_TTL_ANNOTATION: &str = "max_ttl";
 const WORKLOAD_TYPE: &str = "Workload";
 const ACTION_TYPE: &str = "Action";
 
@@ -65,6 +68,8 @@ pub struct PolicyBundle {
     index: Index,
     /// Permits annotated `@approval("required")`.
     approval: HashSet<PolicyId>,
+    /// Permits annotated `@max_ttl`, in seconds.
+    max_ttl: HashMap<String, u64>,
     schema_text: String,
     types: Types,
 }
@@ -159,6 +164,7 @@ impl PolicyBundle {
             all: PolicySet::new(),
             index: Index::default(),
             approval: HashSet::new(),
+            max_ttl: HashMap::new(),
             schema_text: schema::schema_text([]),
             types: Types::new(),
         }
@@ -234,6 +240,9 @@ impl PolicyBundle {
                 if let Some(message) = check_approval(policy) {
                     problems.push(file.at_offset(offset, message));
                 }
+                if let Err(message) = max_ttl_of(policy) {
+                    problems.push(file.at_offset(offset, message));
+                }
                 if let Some(first) = ids.insert(id.clone(), file_index) {
                     problems.push(file.at_offset(
                         offset,
@@ -299,7 +308,11 @@ impl PolicyBundle {
         }
         let mut index = Index::default();
         let mut approval = HashSet::new();
+        let mut max_ttl = HashMap::new();
         for loaded in &parsed {
+            if let Ok(Some(seconds)) = max_ttl_of(&loaded.policy) {
+                max_ttl.insert(loaded.policy.id().to_string(), seconds);
+            }
             if let Err(e) = index.insert(&loaded.policy) {
                 problems.push(loaded.file.whole(e.to_string()));
             }
@@ -313,9 +326,20 @@ impl PolicyBundle {
             all,
             index,
             approval,
+            max_ttl,
             schema_text,
             types,
         })
+    }
+
+    /// The longest lifetime, in seconds, the policies that allowed `decision` let a credential
+    /// have: the smallest `@max_ttl` among its determining permits, or `None` if none has one.
+    pub fn ttl_limit(&self, decision: &Decision) -> Option<u64> {
+        decision
+            .policy_ids()
+            .iter()
+            .filter_map(|id| self.max_ttl.get(id).copied())
+            .min()
     }
 
     /// The number of policies.
@@ -575,6 +599,31 @@ fn check_approval(policy: &Policy) -> Option<String> {
             "@approval({other:?}): the only value is \"required\""
         )),
     }
+}
+
+/// A permit's `@max_ttl` in seconds: digits, optionally followed by `s`, `m` or `h`, at least 1.
+fn max_ttl_of(policy: &Policy) -> Result<Option<u64>, String> {
+    let Some(value) = policy.annotation(MAX_TTL_ANNOTATION) else {
+        return Ok(None);
+    };
+    if policy.effect() != Effect::Permit {
+        return Err("@max_ttl applies to permit policies only".into());
+    }
+    let (digits, unit) = match value.char_indices().last() {
+        Some((i, 's')) => (&value[..i], 1),
+        Some((i, 'm')) => (&value[..i], 60),
+        Some((i, 'h')) => (&value[..i], 3600),
+        _ => (value, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.checked_mul(unit))
+        .map(Some)
+        .ok_or_else(|| {
+            format!("@max_ttl({value:?}): expected a positive duration such as \"300\", \"5m\" or \"1h\"")
+        })
 }
 
 /// The operations a policy's `action` scope names.

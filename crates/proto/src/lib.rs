@@ -5,6 +5,7 @@
 //!   SPIFFE client calls.
 //! - [`admin`]: `lanyard.admin.v1`, the server's admin API on its Unix socket.
 //! - [`node`]: `lanyard.node.v1`, the node API agents call on the server.
+//! - [`task`]: `lanyard.task.v1`, task credentials, on the agent's socket.
 //!
 //! Nothing here is written by hand except this file; `build.rs` compiles the `.proto` files with
 //! `protox`, so no system `protoc` is needed.
@@ -31,6 +32,19 @@ pub mod admin {
         reason = "generated code"
     )]
     tonic::include_proto!("lanyard.admin.v1");
+}
+
+/// lanyard's task service (`lanyard.task.v1.Tasks`), served on the agent's socket beside the
+/// Workload API: task-scoped credentials for AI agents.
+pub mod task {
+    #![allow(
+        missing_debug_implementations,
+        unreachable_pub,
+        clippy::all,
+        clippy::pedantic,
+        reason = "generated code"
+    )]
+    tonic::include_proto!("lanyard.task.v1");
 }
 
 /// lanyard's node API (`lanyard.node.v1.Node`): what agents call on the server over mTLS.

@@ -91,7 +91,42 @@ pub(crate) fn ca_status(e: CaError) -> Status {
     }
 }
 
-fn page_request(size: u32, token: String) -> PageRequest {
+/// Who called the admin API, for the audit log: the uid the kernel reports for the socket's peer.
+fn admin_actor<T>(request: &Request<T>) -> String {
+    request
+        .extensions()
+        .get::<tonic::transport::server::UdsConnectInfo>()
+        .and_then(|info| info.peer_cred)
+        .map_or_else(
+            || "admin".to_owned(),
+            |cred| format!("admin:uid={}", cred.uid()),
+        )
+}
+
+fn audit_to_proto(row: &lanyard_store::AuditRow) -> pb::AuditRecord {
+    pb::AuditRecord {
+        seq: row.seq,
+        time_us: row
+            .time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        kind: row.kind.clone(),
+        actor: row.actor.clone(),
+        subject: row.subject.clone(),
+        details: row.details.clone(),
+    }
+}
+
+fn entry_details(entry: &RegistrationEntry) -> serde_json::Value {
+    serde_json::json!({
+        "spiffe_id": entry.spiffe_id().to_string(),
+        "parent_id": entry.parent_id().to_string(),
+        "selectors": entry.selectors().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "revision": entry.revision(),
+    })
+}
+
+pub(crate) fn page_request(size: u32, token: String) -> PageRequest {
     PageRequest {
         token: (!token.is_empty()).then_some(token),
         size: match size {
@@ -166,6 +201,7 @@ impl AdminService {
 
     async fn batch_create(
         &self,
+        actor: &str,
         request: pb::BatchCreateEntriesRequest,
     ) -> Result<pb::BatchCreateEntriesResponse, Status> {
         if request.entries.len() > MAX_BATCH {
@@ -209,12 +245,16 @@ impl AdminService {
                 .create_entries(valid)
                 .await
                 .map_err(store_status)?;
+            let mut records = Vec::new();
             for (position, result) in valid_positions.into_iter().zip(stored) {
                 results[position] = match result {
-                    Ok(entry) => pb::EntryResult {
-                        status: ok_status(),
-                        entry: Some(entry_to_proto(&entry)),
-                    },
+                    Ok(entry) => {
+                        records.push((entry.id().to_string(), entry_details(&entry)));
+                        pb::EntryResult {
+                            status: ok_status(),
+                            entry: Some(entry_to_proto(&entry)),
+                        }
+                    }
                     Err(e) => pb::EntryResult {
                         status: status_message(&store_status(e)),
                         entry: None,
@@ -222,6 +262,9 @@ impl AdminService {
                 };
             }
             self.state.entries_changed().await;
+            self.state
+                .record_many("entry.created", actor, records)
+                .await;
         }
         Ok(pb::BatchCreateEntriesResponse { results })
     }
@@ -272,7 +315,11 @@ impl AdminService {
         })
     }
 
-    async fn update(&self, request: pb::UpdateEntryRequest) -> Result<pb::Entry, Status> {
+    async fn update(
+        &self,
+        actor: &str,
+        request: pb::UpdateEntryRequest,
+    ) -> Result<pb::Entry, Status> {
         let entry = request
             .entry
             .ok_or_else(|| invalid("entry", "is required"))?;
@@ -285,11 +332,20 @@ impl AdminService {
             .await
             .map_err(store_status)?;
         self.state.entries_changed().await;
+        self.state
+            .record_as(
+                "entry.updated",
+                actor,
+                &stored.id().to_string(),
+                entry_details(&stored),
+            )
+            .await;
         Ok(entry_to_proto(&stored))
     }
 
     async fn batch_delete(
         &self,
+        actor: &str,
         request: pb::BatchDeleteEntriesRequest,
     ) -> Result<pb::BatchDeleteEntriesResponse, Status> {
         if request.ids.len() > MAX_BATCH {
@@ -317,13 +373,20 @@ impl AdminService {
                 .delete_entries(&ids)
                 .await
                 .map_err(store_status)?;
-            for (position, result) in positions.into_iter().zip(deleted) {
+            let mut records = Vec::new();
+            for ((position, result), id) in positions.into_iter().zip(deleted).zip(&ids) {
                 results[position] = match result {
-                    Ok(()) => ok_status(),
+                    Ok(()) => {
+                        records.push((id.to_string(), serde_json::json!({})));
+                        ok_status()
+                    }
                     Err(e) => status_message(&store_status(e)),
                 };
             }
             self.state.entries_changed().await;
+            self.state
+                .record_many("entry.deleted", actor, records)
+                .await;
         }
         Ok(pb::BatchDeleteEntriesResponse {
             results: results.into_iter().map(Option::unwrap_or_default).collect(),
@@ -335,6 +398,7 @@ impl AdminService {
     /// alias made now for the one agent that will use the token (see [`Self::token_alias`]).
     async fn generate_token(
         &self,
+        actor: &str,
         request: pb::GenerateJoinTokenRequest,
     ) -> Result<pb::JoinToken, Status> {
         let ttl = parse_ttl("ttl", request.ttl_seconds, self.state.config.join_token_ttl)?;
@@ -386,6 +450,18 @@ impl AdminService {
             }
             None => String::new(),
         };
+        self.state
+            .record_as(
+                "join_token.created",
+                actor,
+                &token_id.to_string(),
+                serde_json::json!({
+                    "spiffe_id": request.spiffe_id,
+                    "expires_at": unix_seconds(expires_at),
+                    "alias_entry_id": alias_entry_id,
+                }),
+            )
+            .await;
         Ok(pb::JoinToken {
             token: token.expose_secret().to_owned(),
             expires_at: unix_seconds(expires_at),
@@ -428,6 +504,7 @@ impl AdminService {
 
     async fn mint_x509(
         &self,
+        actor: &str,
         request: pb::MintX509SvidRequest,
     ) -> Result<pb::MintX509SvidResponse, Status> {
         let spiffe_id = parse_issuable_id("spiffe_id", &request.spiffe_id)?;
@@ -451,6 +528,17 @@ impl AdminService {
             .mint_x509_svid(key.public_key_der(), &svid_request)
             .map_err(ca_status)?;
         self.state.metrics.signed("x509");
+        self.state
+            .record_as(
+                "svid.x509.issued",
+                actor,
+                svid.spiffe_id.as_ref(),
+                serde_json::json!({
+                    "serial": crate::node_listener::serial_of(svid.leaf_der()),
+                    "expires_at": unix_seconds(svid.not_after),
+                }),
+            )
+            .await;
         let bundle = self.state.authority.trust_bundle();
         Ok(pb::MintX509SvidResponse {
             chain: svid.cert_chain,
@@ -466,6 +554,7 @@ impl AdminService {
 
     async fn mint_jwt(
         &self,
+        actor: &str,
         request: pb::MintJwtSvidRequest,
     ) -> Result<pb::MintJwtSvidResponse, Status> {
         let spiffe_id = parse_issuable_id("spiffe_id", &request.spiffe_id)?;
@@ -488,6 +577,18 @@ impl AdminService {
             .mint_jwt_svid(&svid_request)
             .map_err(ca_status)?;
         self.state.metrics.signed("jwt");
+        self.state
+            .record_as(
+                "svid.jwt.issued",
+                actor,
+                svid.spiffe_id.as_ref(),
+                serde_json::json!({
+                    "audience": svid.audience,
+                    "expires_at": unix_seconds(svid.expires_at),
+                    "token_sha256": crate::tasks::sha256_hex(svid.token.as_bytes()),
+                }),
+            )
+            .await;
         Ok(pb::MintJwtSvidResponse {
             token: svid.token,
             expires_at: unix_seconds(svid.expires_at),
@@ -519,9 +620,10 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::BatchCreateEntriesRequest>,
     ) -> Result<Response<pb::BatchCreateEntriesResponse>, Status> {
+        let actor = admin_actor(&request);
         self.observe(
             "BatchCreateEntries",
-            self.batch_create(request.into_inner()),
+            self.batch_create(&actor, request.into_inner()),
         )
         .await
     }
@@ -558,7 +660,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::UpdateEntryRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
-        self.observe("UpdateEntry", self.update(request.into_inner()))
+        let actor = admin_actor(&request);
+        self.observe("UpdateEntry", self.update(&actor, request.into_inner()))
             .await
     }
 
@@ -566,9 +669,10 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::BatchDeleteEntriesRequest>,
     ) -> Result<Response<pb::BatchDeleteEntriesResponse>, Status> {
+        let actor = admin_actor(&request);
         self.observe(
             "BatchDeleteEntries",
-            self.batch_delete(request.into_inner()),
+            self.batch_delete(&actor, request.into_inner()),
         )
         .await
     }
@@ -577,9 +681,10 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::GenerateJoinTokenRequest>,
     ) -> Result<Response<pb::JoinToken>, Status> {
+        let actor = admin_actor(&request);
         self.observe(
             "GenerateJoinToken",
-            self.generate_token(request.into_inner()),
+            self.generate_token(&actor, request.into_inner()),
         )
         .await
     }
@@ -631,6 +736,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::EvictAgentRequest>,
     ) -> Result<Response<pb::EvictAgentResponse>, Status> {
+        let actor = admin_actor(&request);
         self.observe("EvictAgent", async {
             let id = parse_id("spiffe_id", &request.get_ref().spiffe_id)?;
             self.state
@@ -639,7 +745,7 @@ impl pb::admin_server::Admin for AdminService {
                 .await
                 .map_err(store_status)?;
             self.state
-                .agent_removed(id, crate::node::AgentRevocation::Evicted)
+                .agent_removed(&actor, id, crate::node::AgentRevocation::Evicted)
                 .await;
             self.state.refresh_gauges().await;
             Ok(pb::EvictAgentResponse {})
@@ -651,6 +757,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::BanAgentRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
+        let actor = admin_actor(&request);
         self.observe("BanAgent", async {
             let id = parse_id("spiffe_id", &request.get_ref().spiffe_id)?;
             let agent = self
@@ -660,7 +767,7 @@ impl pb::admin_server::Admin for AdminService {
                 .await
                 .map_err(store_status)?;
             self.state
-                .agent_removed(id, crate::node::AgentRevocation::Banned)
+                .agent_removed(&actor, id, crate::node::AgentRevocation::Banned)
                 .await;
             Ok(agent_to_proto(&agent))
         })
@@ -681,6 +788,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::SetFederatedBundleRequest>,
     ) -> Result<Response<pb::Bundle>, Status> {
+        let actor = admin_actor(&request);
         self.observe("SetFederatedBundle", async {
             let request = request.into_inner();
             let td = self.foreign_trust_domain(&request.trust_domain)?;
@@ -697,6 +805,14 @@ impl pb::admin_server::Admin for AdminService {
                 .await
                 .map_err(store_status)?;
             self.state.bundles_changed().await;
+            self.state
+                .record_as(
+                    "bundle.set",
+                    &actor,
+                    &td.to_string(),
+                    serde_json::json!({ "sequence": bundle.sequence() }),
+                )
+                .await;
             Ok(bundle_to_proto(&bundle))
         })
         .await
@@ -736,6 +852,7 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::DeleteFederatedBundleRequest>,
     ) -> Result<Response<pb::DeleteFederatedBundleResponse>, Status> {
+        let actor = admin_actor(&request);
         self.observe("DeleteFederatedBundle", async {
             let td = self.foreign_trust_domain(&request.get_ref().trust_domain)?;
             self.state
@@ -744,6 +861,14 @@ impl pb::admin_server::Admin for AdminService {
                 .await
                 .map_err(store_status)?;
             self.state.bundles_changed().await;
+            self.state
+                .record_as(
+                    "bundle.deleted",
+                    &actor,
+                    &td.to_string(),
+                    serde_json::json!({}),
+                )
+                .await;
             Ok(pb::DeleteFederatedBundleResponse {})
         })
         .await
@@ -753,7 +878,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::MintX509SvidRequest>,
     ) -> Result<Response<pb::MintX509SvidResponse>, Status> {
-        self.observe("MintX509Svid", self.mint_x509(request.into_inner()))
+        let actor = admin_actor(&request);
+        self.observe("MintX509Svid", self.mint_x509(&actor, request.into_inner()))
             .await
     }
 
@@ -761,8 +887,200 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::MintJwtSvidRequest>,
     ) -> Result<Response<pb::MintJwtSvidResponse>, Status> {
-        self.observe("MintJwtSvid", self.mint_jwt(request.into_inner()))
+        let actor = admin_actor(&request);
+        self.observe("MintJwtSvid", self.mint_jwt(&actor, request.into_inner()))
             .await
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<lanyard_proto::task::ListTasksResponse>, Status> {
+        self.observe("ListTasks", async {
+            let request = request.into_inner();
+            let spiffe_ids = match request.spiffe_id.as_str() {
+                "" => Vec::new(),
+                id => vec![parse_id("spiffe_id", id)?],
+            };
+            let filter = lanyard_store::TaskFilter {
+                spiffe_ids,
+                audience: (!request.audience.is_empty()).then_some(request.audience),
+            };
+            crate::tasks::list(&self.state, filter, request.page_size, request.page_token).await
+        })
+        .await
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<lanyard_proto::task::Task>, Status> {
+        self.observe("GetTask", async {
+            crate::tasks::get(&self.state, &[], &request.get_ref().task_id).await
+        })
+        .await
+    }
+
+    async fn reload_policy(
+        &self,
+        request: Request<pb::ReloadPolicyRequest>,
+    ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
+        let actor = admin_actor(&request);
+        self.observe("ReloadPolicy", async {
+            let loaded = self.state.reload_policies(&actor).await.map_err(|e| {
+                Status::invalid_argument(format!("{e}; the previous policies keep deciding"))
+            })?;
+            Ok(pb::ReloadPolicyResponse {
+                files: loaded.files,
+                policy_ids: loaded.bundle.policy_ids(),
+            })
+        })
+        .await
+    }
+
+    async fn test_policy(
+        &self,
+        request: Request<pb::TestPolicyRequest>,
+    ) -> Result<Response<pb::TestPolicyResponse>, Status> {
+        self.observe("TestPolicy", async {
+            let request = request.into_inner();
+            let grant = crate::convert::grant_request(&request, self.state.clock.now())?;
+            let policies = self.state.policies.current();
+            let decision = policies
+                .bundle
+                .decide(&grant)
+                .map_err(|e| invalid("request", e))?;
+            Ok(pb::TestPolicyResponse {
+                allowed: decision.allowed(),
+                approval_required: decision.approval_required(),
+                summary: decision.to_string(),
+                operations: decision
+                    .operations
+                    .iter()
+                    .map(|o| pb::OperationDecision {
+                        operation: o.operation.clone(),
+                        outcome: o.outcome.to_string(),
+                        policy_ids: o.determining.clone(),
+                        errors: o
+                            .errors
+                            .iter()
+                            .map(|e| format!("{}: {}", e.policy_id, e.message))
+                            .collect(),
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        self.observe("ListAudit", async {
+            let request = request.into_inner();
+            let optional = |s: String| (!s.is_empty()).then_some(s);
+            let since = match request.since {
+                0 => None,
+                us => Some(
+                    u64::try_from(us)
+                        .ok()
+                        .and_then(|us| {
+                            std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_micros(us))
+                        })
+                        .ok_or_else(|| {
+                            invalid("since", "must be a positive Unix time in microseconds")
+                        })?,
+                ),
+            };
+            let filter = lanyard_store::AuditFilter {
+                from_seq: request.from_seq,
+                kind: optional(request.kind),
+                actor: optional(request.actor),
+                subject: optional(request.subject),
+                since,
+            };
+            let limit = match request.limit {
+                0 => DEFAULT_PAGE_SIZE,
+                n => n.min(MAX_PAGE_SIZE),
+            };
+            let records = self
+                .state
+                .store
+                .list_audit(&filter, limit)
+                .await
+                .map_err(store_status)?;
+            let size = self.state.store.audit_size().await.map_err(store_status)?;
+            let next_seq = match records.last() {
+                Some(last) if records.len() == limit as usize => last.seq + 1,
+                _ => 0,
+            };
+            Ok(pb::ListAuditResponse {
+                records: records.iter().map(audit_to_proto).collect(),
+                next_seq,
+                size,
+            })
+        })
+        .await
+    }
+
+    async fn list_checkpoints(
+        &self,
+        _request: Request<pb::ListCheckpointsRequest>,
+    ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
+        self.observe("ListCheckpoints", async {
+            let checkpoints = self
+                .state
+                .store
+                .list_checkpoints(None)
+                .await
+                .map_err(store_status)?;
+            Ok(pb::ListCheckpointsResponse {
+                checkpoints: checkpoints
+                    .into_iter()
+                    .map(|c| pb::Checkpoint {
+                        size: c.size,
+                        signer: c.signer,
+                        note: c.note,
+                        leaf_hashes: c.leaf_hashes,
+                    })
+                    .collect(),
+                verifier_key: self.state.audit.verifier_key(),
+                origin: self.state.audit.origin().to_owned(),
+                signing_stopped: self.state.audit.fork().unwrap_or_default(),
+            })
+        })
+        .await
+    }
+
+    async fn prove_audit(
+        &self,
+        request: Request<pb::ProveAuditRequest>,
+    ) -> Result<Response<pb::AuditProof>, Status> {
+        self.observe("ProveAudit", async {
+            use crate::audit::ProofError as E;
+            let seq = request.get_ref().seq;
+            let proof = self
+                .state
+                .audit
+                .prove(&*self.state.store, seq)
+                .await
+                .map_err(|e| match e {
+                    E::NoSuchRecord { .. } => Status::not_found(e.to_string()),
+                    E::NotYetSigned { .. } => Status::unavailable(e.to_string()),
+                    E::Changed { .. } => Status::data_loss(e.to_string()),
+                    E::Store(e) => store_status(e),
+                    E::Internal(message) => Status::internal(message),
+                })?;
+            Ok(pb::AuditProof {
+                record: Some(audit_to_proto(&proof.record)),
+                tree_size: proof.tree_size,
+                path: proof.path.iter().map(|h| h.to_vec()).collect(),
+                checkpoint: proof.checkpoint,
+                verifier_key: self.state.audit.verifier_key(),
+            })
+        })
+        .await
     }
 
     async fn health(

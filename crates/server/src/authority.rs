@@ -189,6 +189,11 @@ impl Authority {
     }
 
     /// The trust domain's bundle as last published: what agents and workloads must trust.
+    /// This server's id, which names its CA journal and its audit checkpoint key.
+    pub(crate) fn server_id(&self) -> &str {
+        &self.server_id
+    }
+
     pub(crate) fn trust_bundle(&self) -> Bundle {
         self.published
             .read()

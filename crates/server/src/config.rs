@@ -38,6 +38,10 @@ pub struct ServerConfig {
     pub x509pop_roots: Option<Vec<Vec<u8>>>,
     pub node_api: NodeApiLimits,
     pub retention: Retention,
+    /// Where the `*.cedar` grant policies are; `None`: no policy, every task grant is refused.
+    pub policy_dir: Option<PathBuf>,
+    /// How often the audit log is checked for new records and, if there are, a checkpoint signed.
+    pub audit_checkpoint_interval: Duration,
 }
 
 /// What the node API spends on one peer. It is reachable from the network, and `AttestAgent` is
@@ -54,11 +58,10 @@ pub struct NodeApiLimits {
     pub max_streams_per_connection: u32,
 }
 
-/// How long the datastore keeps what only serves diagnosis or catching up.
+/// How long the datastore keeps what only serves diagnosis or catching up. (The audit log is kept
+/// whole.)
 #[derive(Debug, Clone)]
 pub struct Retention {
-    /// Events (attestations, refusals, evictions) older than this are pruned.
-    pub events: Duration,
     /// A used join token is kept this long after its use (to answer "already used" rather than
     /// "unknown"), and never past its expiry.
     pub used_join_tokens: Duration,
@@ -83,7 +86,6 @@ impl Default for NodeApiLimits {
 impl Default for Retention {
     fn default() -> Self {
         Self {
-            events: Duration::from_secs(30 * 24 * 3600),
             used_join_tokens: Duration::from_secs(3600),
             entry_tombstones: Duration::from_secs(24 * 3600),
             prune_interval: Duration::from_secs(600),
@@ -151,6 +153,8 @@ impl ServerConfig {
             x509pop_roots: None,
             node_api: NodeApiLimits::default(),
             retention: Retention::default(),
+            policy_dir: None,
+            audit_checkpoint_interval: Duration::from_secs(1),
         }
     }
 

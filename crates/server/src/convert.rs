@@ -61,6 +61,69 @@ pub(crate) fn parse_selectors(field: &str, values: &[String]) -> Result<Selector
         .collect()
 }
 
+/// The request `lanyard policy test` puts to the loaded policies. The context is a JSON object
+/// with any of `ttl_seconds`, `purpose`, `on_behalf_of`, `delegation_depth` (others refused).
+pub(crate) fn grant_request(
+    request: &lanyard_proto::admin::TestPolicyRequest,
+    now: std::time::SystemTime,
+) -> Result<lanyard_policy::GrantRequest, Status> {
+    const MAX_CONTEXT_BYTES: usize = 16 * 1024;
+    let principal = parse_id("principal", &request.principal)?;
+    let selectors = parse_selectors("selectors", &request.selectors)?;
+    let mut grant = lanyard_policy::GrantRequest {
+        principal,
+        selectors,
+        audience: request.resource.clone(),
+        operations: request.operations.clone(),
+        ttl_seconds: 300,
+        purpose: String::new(),
+        on_behalf_of: String::new(),
+        delegation_depth: 0,
+        now,
+    };
+    if request.context_json.is_empty() {
+        return Ok(grant);
+    }
+    if request.context_json.len() > MAX_CONTEXT_BYTES {
+        return Err(invalid(
+            "context",
+            format!("at most {MAX_CONTEXT_BYTES} bytes"),
+        ));
+    }
+    let context: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&request.context_json)
+            .map_err(|e| invalid("context", format!("not a JSON object: {e}")))?;
+    for (key, value) in context {
+        let bad = |expected: &str| invalid("context", format!("`{key}` must be {expected}"));
+        match key.as_str() {
+            "ttl_seconds" => {
+                grant.ttl_seconds = value
+                    .as_u64()
+                    .ok_or_else(|| bad("a non-negative integer"))?
+            }
+            "delegation_depth" => {
+                grant.delegation_depth = value
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| bad("a small non-negative integer"))?;
+            }
+            "purpose" => grant.purpose = value.as_str().ok_or_else(|| bad("a string"))?.to_owned(),
+            "on_behalf_of" => {
+                grant.on_behalf_of = value.as_str().ok_or_else(|| bad("a string"))?.to_owned();
+            }
+            other => {
+                return Err(invalid(
+                    "context",
+                    format!(
+                        "unknown key `{other}` (known: ttl_seconds, purpose, on_behalf_of, delegation_depth; time is now)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(grant)
+}
+
 pub(crate) fn parse_dns_names(field: &str, values: &[String]) -> Result<Vec<DnsName>, Status> {
     values
         .iter()

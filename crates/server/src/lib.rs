@@ -6,10 +6,15 @@
 //! rotation, persisting the journal and publishing the bundle; `http` serves `/live`, `/ready`,
 //! `/metrics`; `socket` binds the private admin socket; `prune` keeps diagnostic records bounded.
 //!
+//! Task credentials: `policy` holds the Cedar grant policies read from `policy_dir` (reloaded on
+//! SIGHUP or `lanyard policy reload`), `tasks` decides and mints them for the node API, and
+//! `audit` runs the verifiable audit log every record goes into (checkpoints signed here).
+//!
 //! The node API (`node`, over TLS from `node_listener`) serves agents: attestation, SVIDs, and a
 //! pushed entry stream fed by the in-memory `index`, which follows the datastore's revision log.
 
 mod admin;
+mod audit;
 mod authority;
 mod config;
 mod convert;
@@ -19,8 +24,10 @@ mod limits;
 mod metrics;
 mod node;
 mod node_listener;
+mod policy;
 mod prune;
 mod socket;
+mod tasks;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -92,6 +99,8 @@ pub enum ServerError {
     Serve(#[from] tonic::transport::Error),
     #[error("server state is inconsistent: {0}")]
     State(String),
+    #[error("grant policies: {0}")]
+    Policy(String),
 }
 
 /// Shared by every request handler.
@@ -118,6 +127,10 @@ pub(crate) struct ServerState {
     pub(crate) x509pop: Option<lanyard_attestation::X509PopVerifier>,
     /// Which refused attestations are recorded (a bounded rate per peer).
     pub(crate) refusals: limits::RefusalLimiter,
+    /// The Cedar policies that decide task grants.
+    pub(crate) policies: policy::Policies,
+    /// The verifiable audit log: this server's checkpoint key and its view of the log.
+    pub(crate) audit: audit::AuditLog,
 }
 
 /// Runs the server until `shutdown` completes, then stops accepting requests, lets in-flight ones
@@ -142,6 +155,15 @@ pub async fn run_with_clock(
     let store = lanyard_store::open(store_config).await?;
 
     let authority = Authority::load(&config, store.clone(), clock.clone()).await?;
+    let audit = audit::AuditLog::load(
+        &config.data_dir,
+        &config.trust_domain,
+        authority.server_id(),
+        &*store,
+    )
+    .await?;
+    let policies = policy::Policies::load(config.policy_dir.clone())
+        .map_err(|e| ServerError::Policy(e.to_string()))?;
     let node_alias_parent = node_listener::server_id(&config.trust_domain);
     let index = EntryIndex::load(&*store, node_alias_parent.clone()).await?;
     let node_tls = node_listener::NodeTls::new(&authority)?;
@@ -194,6 +216,8 @@ pub async fn run_with_clock(
         agent_revoked,
         x509pop,
         refusals,
+        policies,
+        audit,
     });
     state.refresh_gauges().await;
     tracing::info!(
@@ -209,6 +233,8 @@ pub async fn run_with_clock(
         .map(|listener| tokio::spawn(http::serve(listener, state.clone(), stop_rx.clone())));
     let followers = tokio::spawn(follow_other_writers(state.clone(), stop_rx.clone()));
     let pruning = tokio::spawn(prune::run(state.clone(), stop_rx.clone()));
+    let checkpoints = tokio::spawn(sign_checkpoints(state.clone(), stop_rx.clone()));
+    let reloads = tokio::spawn(reload_on_hangup(state.clone(), stop_rx.clone()));
     let tls_upkeep = tokio::spawn(node_listener::maintain_tls(
         state.clone(),
         node_tls.clone(),
@@ -259,6 +285,8 @@ pub async fn run_with_clock(
     let _ = rotation.await;
     let _ = followers.await;
     let _ = pruning.await;
+    let _ = checkpoints.await;
+    let _ = reloads.await;
     let _ = tls_upkeep.await;
     match node_api.await {
         Ok(Err(e)) => tracing::error!(error = %e, "node API failed"),
@@ -272,6 +300,45 @@ pub async fn run_with_clock(
     let _ = std::fs::remove_file(&state.config.admin_socket);
     tracing::info!("lanyard server stopped");
     result
+}
+
+/// Signs a checkpoint of the audit log whenever it has grown, every `checkpoint_interval`.
+async fn sign_checkpoints(state: Arc<ServerState>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(state.config.audit_checkpoint_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        if let Err(e) = state.audit.checkpoint(&*state.store).await {
+            tracing::warn!(error = %e, "cannot sign an audit checkpoint; the next tick retries");
+        }
+    }
+    // A last checkpoint, so that what was recorded before a clean stop is signed.
+    if let Err(e) = state.audit.checkpoint(&*state.store).await {
+        tracing::warn!(error = %e, "cannot sign the last audit checkpoint");
+    }
+}
+
+/// Reloads the grant policies on SIGHUP.
+async fn reload_on_hangup(state: Arc<ServerState>, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload policies with `lanyard policy reload`");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            received = hangups.recv() => if received.is_none() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        // A refused set is logged and recorded; the old one keeps deciding.
+        let _ = state.reload_policies("signal:SIGHUP").await;
+    }
 }
 
 /// How often the index looks for entries written by other servers on a shared database. Writes
@@ -359,11 +426,91 @@ impl ServerState {
         }
     }
 
-    /// Appends an event to the datastore's log; a failure is logged, not returned, because the
-    /// action it records has already happened.
-    pub(crate) async fn record(&self, kind: &str, payload: &serde_json::Value) {
-        if let Err(e) = self.store.append_event(kind, payload).await {
-            tracing::error!(kind, error = %e, "cannot record an event");
+    /// Appends a record to the audit log: `actor` did `kind` to `subject`. A failure is logged,
+    /// not returned, because the action it records has already happened. (Task grants are
+    /// recorded with the task, in its transaction, and fail when the record cannot be written.)
+    pub(crate) async fn record_as(
+        &self,
+        kind: &str,
+        actor: &str,
+        subject: &str,
+        details: serde_json::Value,
+    ) {
+        let result = match audit::draft(kind, actor, subject, details, self.clock.now()) {
+            Ok(record) => self
+                .store
+                .append_audit(&record)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = result {
+            tracing::error!(kind, %error, "cannot write an audit record");
+        }
+    }
+
+    /// Records the same action on several subjects, each with its details, in one transaction.
+    pub(crate) async fn record_many(
+        &self,
+        kind: &str,
+        actor: &str,
+        subjects: Vec<(String, serde_json::Value)>,
+    ) {
+        let now = self.clock.now();
+        let drafts: Result<Vec<_>, _> = subjects
+            .into_iter()
+            .map(|(subject, details)| audit::draft(kind, actor, &subject, details, now))
+            .collect();
+        let result = match drafts {
+            Ok(records) => self
+                .store
+                .append_audits(&records)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(error) = result {
+            tracing::error!(kind, %error, "cannot write audit records");
+        }
+    }
+
+    /// Loads the grant policies again; records the outcome. `actor` is who asked.
+    pub(crate) async fn reload_policies(
+        &self,
+        actor: &str,
+    ) -> Result<policy::LoadedPolicies, policy::PolicyError> {
+        match self.policies.reload() {
+            Ok(loaded) => {
+                tracing::info!(
+                    policies = loaded.bundle.len(),
+                    files = loaded.files.len(),
+                    "grant policies reloaded"
+                );
+                self.record_as(
+                    "policy.reloaded",
+                    actor,
+                    "policy",
+                    serde_json::json!({
+                        "files": loaded.files,
+                        "policy_ids": loaded.bundle.policy_ids(),
+                    }),
+                )
+                .await;
+                Ok(loaded)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "grant policies refused; the previous set keeps deciding");
+                self.record_as(
+                    "policy.refused",
+                    actor,
+                    "policy",
+                    serde_json::json!({ "reason": e.to_string() }),
+                )
+                .await;
+                Err(e)
+            }
         }
     }
 
@@ -372,12 +519,15 @@ impl ServerState {
     /// ([`node::follow_agent_events`]).
     pub(crate) async fn agent_removed(
         &self,
+        actor: &str,
         spiffe_id: lanyard_core::SpiffeId,
         reason: node::AgentRevocation,
     ) {
-        self.record(
+        self.record_as(
             reason.event_kind(),
-            &serde_json::json!({ "agent": spiffe_id.to_string() }),
+            actor,
+            spiffe_id.as_ref(),
+            serde_json::json!({ "agent": spiffe_id.to_string() }),
         )
         .await;
         let _ = self.agent_revoked.send(AgentRevoked {

@@ -271,8 +271,9 @@ impl NodeService {
                 "reason": reason,
                 "suppressed_before": suppressed,
             });
+            let actor = addr.map_or_else(|| "peer:unknown".to_owned(), |a| format!("peer:{a}"));
             self.state
-                .record("agent.attestation_refused", &payload)
+                .record_as("agent.attestation_refused", &actor, &attestor, payload)
                 .await;
             tracing::warn!(
                 attestor,
@@ -459,9 +460,16 @@ impl NodeService {
             });
         }
         self.state
-            .record(
+            .record_as(
                 AgentRevocation::Reattested.event_kind(),
-                &serde_json::json!({ "agent": agent_id.to_string(), "attestor": attestor }),
+                agent_id.as_ref(),
+                agent_id.as_ref(),
+                serde_json::json!({
+                    "agent": agent_id.to_string(),
+                    "attestor": attestor,
+                    "serial": info.serial,
+                    "selectors": selectors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }),
             )
             .await;
         self.state.refresh_gauges().await;
@@ -492,6 +500,53 @@ impl NodeService {
                 JoinTokenError::Store { .. } => Status::unavailable(e.to_string()),
                 _ => Status::permission_denied(e.to_string()),
             })
+    }
+
+    /// One audit record per batch of X509-SVIDs issued to an agent (in chunks, so that each
+    /// record stays small).
+    async fn record_x509_issued(&self, agent: &AttestedAgent, results: &[pb::X509SvidResult]) {
+        let issued: Vec<serde_json::Value> = results
+            .iter()
+            .filter(|r| r.code == 0)
+            .map(|r| {
+                serde_json::json!({
+                    "entry_id": r.entry_id,
+                    "serial": r.cert_chain.first().map(|leaf| serial_of(leaf)),
+                    "expires_at": r.expires_at,
+                })
+            })
+            .collect();
+        let actor = agent.spiffe_id.to_string();
+        for chunk in issued.chunks(SVIDS_PER_RECORD) {
+            self.state
+                .record_as(
+                    "svid.x509.issued",
+                    &actor,
+                    &actor,
+                    serde_json::json!({ "svids": chunk }),
+                )
+                .await;
+        }
+    }
+
+    /// The entry ids an agent named for one of its callers, each one it is authorized for, and
+    /// the SPIFFE IDs they give.
+    fn caller_identities(
+        &self,
+        agent: &AttestedAgent,
+        entry_ids: &[String],
+    ) -> Result<Vec<SpiffeId>, Status> {
+        if entry_ids.is_empty() || entry_ids.len() > MAX_SVID_BATCH {
+            return Err(invalid(
+                "entry_ids",
+                format!("name 1 to {MAX_SVID_BATCH} entries"),
+            ));
+        }
+        let parents = self.authorized_parents(agent);
+        entry_ids
+            .iter()
+            .map(|id| authorized_entry(&self.state, &parents, id).map(|e| e.spiffe_id().clone()))
+            .collect()
     }
 
     fn authorized_parents(&self, agent: &AttestedAgent) -> BTreeSet<SpiffeId> {
@@ -586,6 +641,17 @@ impl pb::node_server::Node for NodeService {
             }
             Err(e) => return Err(store_status(e)),
         }
+        self.state
+            .record_as(
+                AgentRevocation::Renewed.event_kind(),
+                agent.spiffe_id.as_ref(),
+                agent.spiffe_id.as_ref(),
+                serde_json::json!({
+                    "serial": renewal.new_serial,
+                    "expires_at": unix_seconds(svid.not_after),
+                }),
+            )
+            .await;
         Ok(Response::new(pb::RenewAgentResponse {
             svid: Some(pb::AgentSvid {
                 spiffe_id: agent.spiffe_id.to_string(),
@@ -636,6 +702,7 @@ impl pb::node_server::Node for NodeService {
         let results = tokio::task::spawn_blocking(move || mint_batch(&state, &parents, &params))
             .await
             .map_err(|e| Status::internal(format!("the signing task failed: {e}")))?;
+        self.record_x509_issued(&agent, &results).await;
         Ok(Response::new(pb::BatchNewX509SvidResponse { results }))
     }
 
@@ -665,13 +732,78 @@ impl pb::node_server::Node for NodeService {
             .mint_jwt_svid(&svid_request)
             .map_err(ca_status)?;
         self.state.metrics.signed("jwt");
+        self.state
+            .record_as(
+                "svid.jwt.issued",
+                agent.spiffe_id.as_ref(),
+                svid.spiffe_id.as_ref(),
+                serde_json::json!({
+                    "entry_id": entry.id().to_string(),
+                    "audience": svid.audience,
+                    "expires_at": unix_seconds(svid.expires_at),
+                    "token_sha256": crate::tasks::sha256_hex(svid.token.as_bytes()),
+                }),
+            )
+            .await;
         Ok(Response::new(pb::NewJwtSvidResponse {
             token: svid.token,
             issued_at: unix_seconds(svid.issued_at),
             expires_at: unix_seconds(svid.expires_at),
         }))
     }
+
+    async fn begin_task(
+        &self,
+        request: Request<pb::BeginTaskRequest>,
+    ) -> Result<Response<lanyard_proto::task::BeginTaskResponse>, Status> {
+        let agent = self.caller(peer(&request)).await?;
+        let request = request.into_inner();
+        let entry = authorized_entry(
+            &self.state,
+            &self.authorized_parents(&agent),
+            &request.entry_id,
+        )?;
+        let task = request.task.ok_or_else(|| invalid("task", "is required"))?;
+        crate::tasks::begin(&self.state, &agent, &entry, task)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<lanyard_proto::task::Task>, Status> {
+        let agent = self.caller(peer(&request)).await?;
+        let request = request.into_inner();
+        let holders = self.caller_identities(&agent, &request.entry_ids)?;
+        crate::tasks::get(&self.state, &holders, &request.task_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<lanyard_proto::task::ListTasksResponse>, Status> {
+        let agent = self.caller(peer(&request)).await?;
+        let request = request.into_inner();
+        let holders = self.caller_identities(&agent, &request.entry_ids)?;
+        crate::tasks::list(
+            &self.state,
+            lanyard_store::TaskFilter {
+                spiffe_ids: holders,
+                audience: None,
+            },
+            request.page_size,
+            request.page_token,
+        )
+        .await
+        .map(Response::new)
+    }
 }
+
+/// Most X509-SVIDs listed in one audit record.
+const SVIDS_PER_RECORD: usize = 100;
 
 /// Events after this many are read in the next round.
 const AGENT_EVENTS_PER_ROUND: u32 = 1000;
@@ -679,28 +811,30 @@ const AGENT_EVENTS_PER_ROUND: u32 = 1000;
 /// Ends open streams of agents that were evicted, banned or attested again, whichever server of
 /// a shared datastore did it: each such event makes this server hold the agent's streams against
 /// its record as stored now. (The server that acted ended its own streams at once.)
-/// `seen` is the last event id read; `None` starts from the latest.
+/// `seen` is the next audit seq to read; `None` starts after the latest.
 pub(crate) async fn follow_agent_events(
     state: &ServerState,
     seen: &mut Option<u64>,
 ) -> Result<(), lanyard_store::Error> {
-    let after = match *seen {
-        Some(id) => id,
-        None => *seen.insert(state.store.last_event_id().await?),
+    let from = match *seen {
+        Some(next) => next,
+        None => *seen.insert(state.store.audit_size().await?),
     };
-    for event in state
+    let filter = lanyard_store::AuditFilter {
+        from_seq: from,
+        ..lanyard_store::AuditFilter::default()
+    };
+    for record in state
         .store
-        .list_events(after, AGENT_EVENTS_PER_ROUND)
+        .list_audit(&filter, AGENT_EVENTS_PER_ROUND)
         .await?
     {
-        *seen = Some(event.id);
-        let Some(reason) = AgentRevocation::from_event_kind(&event.kind) else {
+        *seen = Some(record.seq + 1);
+        let Some(reason) = AgentRevocation::from_event_kind(&record.kind) else {
             continue;
         };
-        let Some(spiffe_id) = event.payload["agent"]
-            .as_str()
-            .and_then(|id| id.parse::<SpiffeId>().ok())
-        else {
+        // The subject of these records is the agent's SPIFFE ID.
+        let Ok(spiffe_id) = record.subject.parse::<SpiffeId>() else {
             continue;
         };
         // Decide on the record as it is now, not as the event describes it: the agent may have

@@ -1,6 +1,7 @@
 //! Pruning on a schedule, so that what the datastore keeps for diagnosis and catching up does not
-//! grow without bound: events past their retention, join tokens expired or used a while ago, and
-//! entry tombstones older than their retention.
+//! grow without bound: join tokens expired or used a while ago, and entry tombstones older than
+//! their retention. The audit log is never pruned: it is the record, and its Merkle tree and
+//! signed checkpoints cover it from its first record (see `docs/audit.md`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -27,11 +28,6 @@ pub(crate) async fn run(state: Arc<ServerState>, mut stop: watch::Receiver<bool>
         let now = state.clock.now();
         let store = &state.store;
         let before = |age| now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
-        match store.prune_events(before(retention.events)).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(events = n, "pruned old events"),
-            Err(e) => tracing::warn!(error = %e, "cannot prune events"),
-        }
         match store
             .prune_join_tokens(before(retention.used_join_tokens))
             .await

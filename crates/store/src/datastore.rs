@@ -7,8 +7,9 @@ use async_trait::async_trait;
 use lanyard_core::{EntryId, RegistrationEntry, SpiffeId, TrustDomain};
 
 use crate::{
-    AgentFilter, AgentInfo, AgentRenewal, AttestedAgent, Backend, BundleRecord, BundleWrite,
-    CaJournal, EntryChanges, EntryFilter, Event, JoinTokenGrant, Page, PageRequest, Result,
+    AgentFilter, AgentInfo, AgentRenewal, AttestedAgent, AuditAppend, AuditFilter, AuditRow,
+    Backend, BundleRecord, BundleWrite, CaJournal, EntryChanges, EntryFilter, JoinTokenGrant, Page,
+    PageRequest, Result, StoredCheckpoint, TaskFilter, TaskRecord,
 };
 
 /// The server's durable state. Every method that writes is one transaction: it happens entirely
@@ -173,18 +174,45 @@ pub trait DataStore: Send + Sync + fmt::Debug {
         expected_version: Option<u64>,
     ) -> Result<u64>;
 
-    // --- events ---
+    // --- audit log ---
 
-    /// Appends an event; returns its id.
-    async fn append_event(&self, kind: &str, payload: &serde_json::Value) -> Result<u64>;
+    /// Appends a record to the audit log; returns it with its `seq` (one above the last, from 0)
+    /// and `time` (the store's clock). `InvalidArgument` if `kind` is empty, or `kind`, `actor` or
+    /// `subject` is longer than 2048 bytes (they are indexed).
+    async fn append_audit(&self, record: &AuditAppend) -> Result<AuditRow>;
 
-    /// Events with an id above `after_id`, oldest first, at most `limit` (0: no limit).
-    async fn list_events(&self, after_id: u64, limit: u32) -> Result<Vec<Event>>;
+    /// Appends several records in one transaction, with consecutive seqs, in order: all or none.
+    async fn append_audits(&self, records: &[AuditAppend]) -> Result<Vec<AuditRow>>;
 
-    /// The id of the latest event appended (0 if none yet): where a reader that wants only new
-    /// events starts.
-    async fn last_event_id(&self) -> Result<u64>;
+    /// Records matching `filter` in `seq` order, at most `limit` (0: no limit).
+    async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditRow>>;
 
-    /// Removes events written before `before`; returns how many. Ids are never reused.
-    async fn prune_events(&self, before: std::time::SystemTime) -> Result<u64>;
+    /// The number of records ever appended (the next `seq`). Read from the counter, not by
+    /// counting rows: a deleted row does not change it.
+    async fn audit_size(&self) -> Result<u64>;
+
+    /// Stores a signed checkpoint. A second checkpoint with the same (signer, size) is ignored.
+    /// Its `created_at` is ignored too: the store sets it from its clock. `InvalidArgument` if
+    /// `leaf_hashes` is not a whole number of 32-byte hashes, or has more than `size` of them.
+    async fn append_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()>;
+
+    /// Checkpoints in (size, signer) order; only `signer`'s if given.
+    async fn list_checkpoints(&self, signer: Option<&str>) -> Result<Vec<StoredCheckpoint>>;
+
+    /// The largest checkpoint `signer` stored, if any.
+    async fn latest_checkpoint(&self, signer: &str) -> Result<Option<StoredCheckpoint>>;
+
+    // --- tasks ---
+
+    /// Stores a granted task and appends its audit record in the same transaction: a task is
+    /// never granted without its record. `AlreadyExists` if the id (or the token id) is taken,
+    /// and then nothing is appended.
+    async fn create_task(&self, task: &TaskRecord, audit: &AuditAppend) -> Result<AuditRow>;
+
+    async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>>;
+
+    /// Tasks matching `filter`, ordered by id. `InvalidArgument` if it names more than 1000
+    /// SPIFFE IDs.
+    async fn list_tasks(&self, filter: &TaskFilter, page: &PageRequest)
+    -> Result<Page<TaskRecord>>;
 }

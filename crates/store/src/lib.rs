@@ -1,6 +1,6 @@
 //! lanyard's datastore: registration entries, attested agents, join tokens, trust bundles, CA
-//! journals and an event log, on SQLite (one file, the default) or PostgreSQL (several servers on
-//! one database).
+//! journals, the audit log with its checkpoints, and tasks, on SQLite (one file, the default) or
+//! PostgreSQL (several servers on one database).
 //!
 //! The server opens a store with [`open`] (or [`connect`]) from a URL and holds it as an
 //! `Arc<dyn` [`DataStore`]`>`. Schema migrations are applied at open. Each write is one
@@ -25,8 +25,9 @@ mod sql;
 pub use datastore::DataStore;
 pub use error::{Error, Result};
 pub use model::{
-    AgentFilter, AgentInfo, AgentRenewal, AttestedAgent, Backend, BundleRecord, BundleWrite,
-    CaJournal, EntryChange, EntryChanges, EntryFilter, Event, JoinTokenGrant, Page, PageRequest,
-    SelectorFilter, SelectorMatch,
+    AgentFilter, AgentInfo, AgentRenewal, AttestedAgent, AuditAppend, AuditFilter, AuditRow,
+    Backend, BundleRecord, BundleWrite, CaJournal, EntryChange, EntryChanges, EntryFilter,
+    JoinTokenGrant, Page, PageRequest, SelectorFilter, SelectorMatch, StoredCheckpoint, TaskFilter,
+    TaskRecord,
 };
 pub use sql::{StoreConfig, connect, open};

@@ -174,14 +174,98 @@ pub struct CaJournal {
     pub updated_at: SystemTime,
 }
 
-/// One entry of the append-only event log.
+/// An audit record to append; the store gives it its `seq` and `time`.
+///
+/// The store keeps the fields verbatim; the server builds them with `lanyard_policy::audit`'s
+/// bounds (kind ≤ 64 bytes, actor and subject ≤ 2048, details ≤ 64 KiB of canonical JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Ids grow by one in commit order, so "events after id N" never skips one.
-    pub id: u64,
+pub struct AuditAppend {
+    /// What happened, a short dotted name (`entry.created`, `task.granted`).
     pub kind: String,
-    pub payload: serde_json::Value,
+    /// Who did it (a SPIFFE ID, `admin:uid=0`, `server:<id>`).
+    pub actor: String,
+    /// What it was done to (an entry id, a SPIFFE ID, a task id).
+    pub subject: String,
+    /// Canonical JSON text, stored and returned byte for byte.
+    pub details: String,
+}
+
+/// One record of the audit log as stored: leaf `seq` of the Merkle log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// 0, 1, 2, … in commit order, without gaps: "records after N" never skips one.
+    pub seq: u64,
+    /// When the store appended it, to the microsecond.
+    pub time: SystemTime,
+    pub kind: String,
+    pub actor: String,
+    pub subject: String,
+    pub details: String,
+}
+
+/// Conditions of an audit listing; all that are set must hold. Results are in `seq` order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only records with `seq` at or above this.
+    pub from_seq: u64,
+    pub kind: Option<String>,
+    pub actor: Option<String>,
+    pub subject: Option<String>,
+    /// Only records written at or after this time.
+    pub since: Option<SystemTime>,
+}
+
+/// A signed checkpoint of the audit log, as one server signed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// The number of records it covers.
+    pub size: u64,
+    /// The signing key's name (one per server).
+    pub signer: String,
+    /// The signed note, as text.
+    pub note: String,
+    /// The leaf hashes of the records this checkpoint adds to the signer's previous one, 32
+    /// bytes each, in seq order (records `size - leaf_hashes.len()/32 .. size`). They let a
+    /// verifier name the exact record that changed, not only the range between checkpoints.
+    pub leaf_hashes: Vec<u8>,
     pub created_at: SystemTime,
+}
+
+/// A task: a credential granted to one workload for one tool and a few operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// Random, unique (`txn` in the token).
+    pub id: String,
+    /// The workload it was granted to (`sub` of the token).
+    pub spiffe_id: SpiffeId,
+    /// The entry through which the workload holds `spiffe_id`.
+    pub entry_id: EntryId,
+    /// The agent that asked for it on the workload's behalf.
+    pub agent_id: SpiffeId,
+    /// The one tool (`aud` of the token).
+    pub audience: String,
+    /// Granted operations, in the order asked.
+    pub operations: Vec<String>,
+    /// `""` if none given.
+    pub purpose: String,
+    /// `""` if the task acts for no one else.
+    pub on_behalf_of: String,
+    /// The policies that allowed it, sorted.
+    pub policy_ids: Vec<String>,
+    /// `jti` of the token.
+    pub token_id: String,
+    pub issued_at: SystemTime,
+    pub expires_at: SystemTime,
+    /// When the task was ended early (by `EndTask`), if it was.
+    pub ended_at: Option<SystemTime>,
+}
+
+/// Conditions of a task listing; all that are set must hold. Results are ordered by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only tasks granted to one of these SPIFFE IDs; empty means any.
+    pub spiffe_ids: Vec<SpiffeId>,
+    pub audience: Option<String>,
 }
 
 // === impl EntryChange ===

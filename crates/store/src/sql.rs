@@ -16,16 +16,17 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use crate::db::{Pool, Stmt};
 use crate::{
-    AgentFilter, AgentInfo, AgentRenewal, AttestedAgent, Backend, BundleRecord, BundleWrite,
-    CaJournal, DataStore, EntryChanges, EntryFilter, Error, Event, JoinTokenGrant, Page,
-    PageRequest, Result,
+    AgentFilter, AgentInfo, AgentRenewal, AttestedAgent, AuditAppend, AuditFilter, AuditRow,
+    Backend, BundleRecord, BundleWrite, CaJournal, DataStore, EntryChanges, EntryFilter, Error,
+    JoinTokenGrant, Page, PageRequest, Result, StoredCheckpoint, TaskFilter, TaskRecord,
 };
 
 mod agents;
+mod audit;
 mod bundles;
 mod entries;
-mod events;
 mod journal;
+mod tasks;
 mod tokens;
 
 /// How to open a store.
@@ -57,6 +58,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "agent serials",
         include_str!("../migrations/sqlite/0002_agent_serials.sql"),
         include_str!("../migrations/postgres/0002_agent_serials.sql"),
+    ),
+    (
+        3,
+        "audit log",
+        include_str!("../migrations/sqlite/0003_audit_log.sql"),
+        include_str!("../migrations/postgres/0003_audit_log.sql"),
     ),
 ];
 
@@ -305,8 +312,6 @@ fn missing_counter(name: &'static str) -> Error {
     }
 }
 
-/// Validates a page size and token; returns the LIMIT to use (one more than the page, to learn
-/// whether another page follows), or `None` for no limit.
 /// `SELECT COUNT(*)` of a whole table.
 async fn count_rows(store: &SqlStore, table: &'static str) -> Result<u64> {
     let row = store
@@ -333,6 +338,8 @@ fn page_after<T>(page: &PageRequest, parse: impl FnOnce(&str) -> Option<T>) -> R
         .transpose()
 }
 
+/// The LIMIT to use for a page: one more than its size, to learn whether another page follows;
+/// `None` for no limit.
 fn page_limit(page: &PageRequest) -> Option<i64> {
     (page.size > 0).then(|| i64::from(page.size) + 1)
 }
@@ -349,6 +356,16 @@ fn finish_page<T>(mut items: Vec<T>, page: &PageRequest, key: impl Fn(&T) -> Str
             items,
             next_token: None,
         }
+    }
+}
+
+/// Appends `$a, $b, …` for the values (the inside of an `IN (…)`).
+fn push_list(stmt: &mut Stmt, values: impl Iterator<Item = String>) {
+    for (i, value) in values.enumerate() {
+        if i > 0 {
+            stmt.push(", ");
+        }
+        stmt.push_bind(value);
     }
 }
 
@@ -506,20 +523,52 @@ impl DataStore for SqlStore {
         journal::put(self, server_id, data, expected_version).await
     }
 
-    async fn append_event(&self, kind: &str, payload: &serde_json::Value) -> Result<u64> {
-        events::append(self, kind, payload).await
+    async fn append_audit(&self, record: &AuditAppend) -> Result<AuditRow> {
+        let mut rows = audit::append(self, std::slice::from_ref(record)).await?;
+        rows.pop().ok_or_else(|| Error::InvalidArgument {
+            field: "record",
+            reason: "the store appended nothing".to_owned(),
+        })
     }
 
-    async fn list_events(&self, after_id: u64, limit: u32) -> Result<Vec<Event>> {
-        events::list(self, after_id, limit).await
+    async fn append_audits(&self, records: &[AuditAppend]) -> Result<Vec<AuditRow>> {
+        audit::append(self, records).await
     }
 
-    async fn last_event_id(&self) -> Result<u64> {
-        read_counter(&self.pool, "event_id").await
+    async fn list_audit(&self, filter: &AuditFilter, limit: u32) -> Result<Vec<AuditRow>> {
+        audit::list(self, filter, limit).await
     }
 
-    async fn prune_events(&self, before: SystemTime) -> Result<u64> {
-        events::prune(self, before).await
+    async fn audit_size(&self) -> Result<u64> {
+        read_counter(&self.pool, audit::COUNTER).await
+    }
+
+    async fn append_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()> {
+        audit::append_checkpoint(self, checkpoint).await
+    }
+
+    async fn list_checkpoints(&self, signer: Option<&str>) -> Result<Vec<StoredCheckpoint>> {
+        audit::list_checkpoints(self, signer).await
+    }
+
+    async fn latest_checkpoint(&self, signer: &str) -> Result<Option<StoredCheckpoint>> {
+        audit::latest_checkpoint(self, signer).await
+    }
+
+    async fn create_task(&self, task: &TaskRecord, audit: &AuditAppend) -> Result<AuditRow> {
+        tasks::create(self, task, audit).await
+    }
+
+    async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>> {
+        tasks::get(self, id).await
+    }
+
+    async fn list_tasks(
+        &self,
+        filter: &TaskFilter,
+        page: &PageRequest,
+    ) -> Result<Page<TaskRecord>> {
+        tasks::list(self, filter, page).await
     }
 }
 

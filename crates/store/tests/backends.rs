@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,6 +12,8 @@ use std::time::{Duration, SystemTime};
 use lanyard_core::ManualClock;
 use lanyard_store::{Backend, DataStore, StoreConfig};
 use sqlx::Connection as _;
+use sqlx::SqlSafeStr as _;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 #[path = "backends/cases.rs"]
 mod cases;
@@ -71,6 +74,65 @@ impl Ctx {
                 let v: String = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
                 conn.close().await.unwrap();
                 v
+            }
+        }
+    }
+
+    /// Turns the database into one written by a lanyard that knew only migrations 1 and 2 (the
+    /// schema with the event log): drops every table, then applies those two, exactly as that
+    /// version did. The store must be closed; reopen it to migrate to the current schema.
+    pub(crate) async fn recreate_at_schema_2(&self) {
+        self.raw_sql(
+            "DROP TABLE IF EXISTS _sqlx_migrations; DROP TABLE IF EXISTS counters; \
+             DROP TABLE IF EXISTS entry_selectors; DROP TABLE IF EXISTS entries; \
+             DROP TABLE IF EXISTS entry_tombstones; DROP TABLE IF EXISTS agents; \
+             DROP TABLE IF EXISTS join_tokens; DROP TABLE IF EXISTS bundles; \
+             DROP TABLE IF EXISTS ca_journals; DROP TABLE IF EXISTS events; \
+             DROP TABLE IF EXISTS audit_log; DROP TABLE IF EXISTS audit_checkpoints; \
+             DROP TABLE IF EXISTS tasks;",
+        )
+        .await;
+        let backend = self.store.backend();
+        let migration =
+            |version: i64, description: &'static str, sqlite: &'static str, postgres| {
+                let sql = match backend {
+                    Backend::Sqlite => sqlite,
+                    Backend::Postgres => postgres,
+                };
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            };
+        let migrator = Migrator::with_migrations(vec![
+            migration(
+                1,
+                "initial",
+                include_str!("../migrations/sqlite/0001_initial.sql"),
+                include_str!("../migrations/postgres/0001_initial.sql"),
+            ),
+            migration(
+                2,
+                "agent serials",
+                include_str!("../migrations/sqlite/0002_agent_serials.sql"),
+                include_str!("../migrations/postgres/0002_agent_serials.sql"),
+            ),
+        ]);
+        // Through a pool: `run` on a bare connection makes the future not `Send` (sqlx's
+        // `Acquire` bounds), and the PostgreSQL cases run as spawned tasks.
+        match backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                migrator.run(&pool).await.unwrap();
+                pool.close().await;
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+                migrator.run(&pool).await.unwrap();
+                pool.close().await;
             }
         }
     }
@@ -198,11 +260,15 @@ suite!(
     join_token_stored_hashed,
     bundle_sequence,
     ca_journal_optimistic_concurrency,
-    events_append_and_list,
-    events_pruned_by_age,
-    events_concurrent_appends,
+    audit_append_and_list,
+    audit_batch_append,
+    audit_concurrent_appends,
+    audit_checkpoints,
+    tasks_create_get_list,
+    task_conflict_appends_no_audit_record,
     corrupt_rows_are_invalid_data,
     reopen_keeps_everything,
+    audit_log_replaces_event_log,
 );
 
 #[test]

@@ -11,6 +11,8 @@
 //! - [`JwtSvidCache`], the (SPIFFE ID, audiences) cache the agent puts behind JWT minting;
 //! - a connection adapter (`authority`) that rewrites the socket-path `:authority` gRPC C-core and
 //!   grpc-java clients send, which tonic would otherwise refuse;
+//! - the task service `lanyard.task.v1.Tasks` beside it on the same socket, when the agent gives
+//!   [`WorkloadServer::with_tasks`] a [`TaskSource`] (same header rule, same caller attestation);
 //! - [`WorkloadClient`], used by the CLI and tests.
 //!
 //! It must not mint, sign, store or attest anything itself, nor read configuration from files or
@@ -23,6 +25,7 @@ mod error;
 mod jwt_cache;
 mod server;
 mod source;
+mod tasks;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -40,6 +43,7 @@ pub use server::{
     WorkloadServer, bind, serve,
 };
 pub use source::{Identity, IdentitySource, JwtSvidFetchError, Snapshot, SvidKey};
+pub use tasks::{NoTasks, TaskSource};
 
 #[cfg(any(test, feature = "testing"))]
 pub use attestor::FakeAttestor;

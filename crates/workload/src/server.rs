@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use lanyard_core::{SharedClock, SystemClock};
+use lanyard_proto::task::tasks_server::TasksServer;
 use lanyard_proto::workload::spiffe_workload_api_server::SpiffeWorkloadApiServer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
@@ -20,11 +21,15 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Connected;
 
 use crate::authority::AuthorityAdapter;
-use crate::{CallerAttestor, Error, IdentitySource, PeerCredentials};
+use crate::{CallerAttestor, Error, IdentitySource, NoTasks, PeerCredentials, TaskSource};
 
 mod responses;
 mod service;
 mod status;
+mod tasks;
+
+/// Largest task-service request: a purpose and a handful of operation names, far below this.
+const MAX_TASK_REQUEST_SIZE: usize = 64 * 1024;
 
 /// Largest request or response message by default. X509-SVID responses with many identities and
 /// federated bundles stay far below it; requests are tiny.
@@ -47,11 +52,13 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
 }
 
-/// A Workload API server, configured; [`serve`] with defaults is the short form.
+/// A Workload API server, configured; [`serve`] with defaults is the short form. With
+/// [`with_tasks`](Self::with_tasks) the same socket also serves `lanyard.task.v1.Tasks`.
 #[derive(Debug)]
-pub struct WorkloadServer<S, A> {
+pub struct WorkloadServer<S, A, T = NoTasks> {
     source: Arc<S>,
     attestor: Arc<A>,
+    tasks: Option<Arc<T>>,
     clock: SharedClock,
     limits: Limits,
     shutdown_grace: Duration,
@@ -126,9 +133,25 @@ impl<S: IdentitySource, A: CallerAttestor> WorkloadServer<S, A> {
         Self {
             source: Arc::new(source),
             attestor: Arc::new(attestor),
+            tasks: None,
             clock: Arc::new(SystemClock),
             limits: Limits::default(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+impl<S: IdentitySource, A: CallerAttestor, T: TaskSource> WorkloadServer<S, A, T> {
+    /// Also serves the task service from `tasks`, under the same header rule and with callers
+    /// attested by the same attestor.
+    pub fn with_tasks<U: TaskSource>(self, tasks: U) -> WorkloadServer<S, A, U> {
+        WorkloadServer {
+            source: self.source,
+            attestor: self.attestor,
+            tasks: Some(Arc::new(tasks)),
+            clock: self.clock,
+            limits: self.limits,
+            shutdown_grace: self.shutdown_grace,
         }
     }
 
@@ -158,6 +181,16 @@ impl<S: IdentitySource, A: CallerAttestor> WorkloadServer<S, A> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (kill_tx, kill_rx) = watch::channel(false);
         let mut stopping = stop_rx.clone();
+        let tasks = self.tasks.map(|tasks| {
+            let service = tasks::TaskService {
+                tasks,
+                attestor: self.attestor.clone(),
+            };
+            let service = TasksServer::new(service)
+                .max_decoding_message_size(MAX_TASK_REQUEST_SIZE)
+                .max_encoding_message_size(self.limits.max_encoding_message_size);
+            InterceptedService::new(service, service::check_security_header)
+        });
         let service = service::WorkloadService {
             source: self.source,
             attestor: self.attestor,
@@ -179,6 +212,7 @@ impl<S: IdentitySource, A: CallerAttestor> WorkloadServer<S, A> {
             .max_concurrent_streams(self.limits.max_concurrent_streams)
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .add_service(api)
+            .add_optional_service(tasks)
             .serve_with_incoming_shutdown(incoming, signal);
         let grace = self.shutdown_grace;
         let kill = async move {

@@ -480,6 +480,28 @@ impl pb::node_server::Node for Service {
             expires_at: unix(svid.expires_at),
         }))
     }
+
+    // Task credentials are decided by the real server; tests/tests/tasks.rs covers them end to end.
+    async fn begin_task(
+        &self,
+        _request: Request<pb::BeginTaskRequest>,
+    ) -> Result<Response<lanyard_proto::task::BeginTaskResponse>, Status> {
+        Err(Status::unimplemented("the fake server decides no tasks"))
+    }
+
+    async fn get_task(
+        &self,
+        _request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<lanyard_proto::task::Task>, Status> {
+        Err(Status::unimplemented("the fake server decides no tasks"))
+    }
+
+    async fn list_tasks(
+        &self,
+        _request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<lanyard_proto::task::ListTasksResponse>, Status> {
+        Err(Status::unimplemented("the fake server decides no tasks"))
+    }
 }
 
 impl Service {

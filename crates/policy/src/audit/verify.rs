@@ -56,6 +56,22 @@ pub enum LogError {
         /// The first record not covered by an earlier matching checkpoint.
         first_suspect_seq: u64,
     },
+    /// The record at `seq` is not the one the signed checkpoints committed to (its leaf hash
+    /// differs from the one stored with the checkpoint that signed it): it was edited or moved.
+    #[error("record {seq} was changed: it is not the record the signed checkpoints committed to")]
+    Changed {
+        /// The first record that differs.
+        seq: u64,
+    },
+    /// The row at `seq` is not a valid record at all (its details are not JSON, a field is out of
+    /// bounds).
+    #[error("record {seq} is not a valid audit record: {reason}")]
+    InvalidRecord {
+        /// Its seq.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
     /// A checkpoint signs more records than the log has.
     #[error(
         "log has {log_size} records but checkpoint {index} signs {checkpoint_size}: records from seq {log_size} are missing"
@@ -152,6 +168,111 @@ pub fn verify_log(
         checkpoints: heads.len(),
         signed_size,
     })
+}
+
+/// A signed checkpoint with the leaf hashes of the records it added to its signer's previous
+/// checkpoint (records `size - leaf_hashes.len() .. size`), as the server stores it.
+#[derive(Debug, Clone)]
+pub struct CheckpointTile {
+    pub checkpoint: SignedCheckpoint,
+    pub leaf_hashes: Vec<Hash>,
+}
+
+/// One row of the log as read from storage: a record, or why the row is not one.
+#[derive(Debug, Clone)]
+pub enum StoredRecord {
+    Record(AuditRecord),
+    Invalid { seq: u64, reason: String },
+}
+
+/// Verifies a stored log like [`verify_log`], and names the exact record that changed: the leaf
+/// hashes stored with each checkpoint are first checked against that checkpoint's signed root,
+/// then every record is compared with the leaf hash vouched for at its position. An attacker who
+/// edits a record cannot make it match (the hashes are bound by the signature); one who also edits
+/// the stored hashes makes them fail their signed root, and the error falls back to the range
+/// [`verify_log`] reports.
+///
+/// `rows` are in storage order; `tiles` are one signer's, in any order. The first problem in log
+/// order is reported.
+pub fn verify_stored_log(
+    rows: Vec<StoredRecord>,
+    tiles: &[CheckpointTile],
+    verifier: &CheckpointVerifier,
+) -> Result<VerifiedLog, LogError> {
+    let vouched = vouched_leaves(tiles, verifier)?;
+    let mut records = Vec::with_capacity(rows.len());
+    for (position, row) in (0u64..).zip(rows) {
+        let record = match row {
+            StoredRecord::Record(record) => record,
+            StoredRecord::Invalid { seq, reason } => {
+                if seq != position {
+                    return Err(LogError::UnexpectedSeq {
+                        position,
+                        found: seq,
+                    });
+                }
+                return Err(LogError::InvalidRecord { seq, reason });
+            }
+        };
+        if record.seq() != position {
+            return Err(LogError::UnexpectedSeq {
+                position,
+                found: record.seq(),
+            });
+        }
+        let index = usize::try_from(position).unwrap_or(usize::MAX);
+        if vouched
+            .get(index)
+            .is_some_and(|leaf| *leaf != record.leaf_hash())
+        {
+            return Err(LogError::Changed { seq: position });
+        }
+        records.push(record);
+    }
+    let checkpoints: Vec<SignedCheckpoint> = tiles.iter().map(|t| t.checkpoint.clone()).collect();
+    verify_log(records, &checkpoints, verifier)
+}
+
+/// The leaf hashes the tiles vouch for: contiguous from 0, each tile's hashes reproducing its
+/// checkpoint's signed root. Stops at the first tile that does not (its hashes were edited, or
+/// a tile is missing); a checkpoint whose signature fails is an error.
+fn vouched_leaves(
+    tiles: &[CheckpointTile],
+    verifier: &CheckpointVerifier,
+) -> Result<Vec<Hash>, LogError> {
+    let mut heads = Vec::with_capacity(tiles.len());
+    for (index, tile) in tiles.iter().enumerate() {
+        let checkpoint =
+            verifier
+                .verify(&tile.checkpoint)
+                .map_err(|source| LogError::Checkpoint {
+                    index,
+                    size: tile.checkpoint.checkpoint().size(),
+                    source,
+                })?;
+        heads.push((checkpoint.size(), *checkpoint.root(), &tile.leaf_hashes));
+    }
+    heads.sort_by_key(|&(size, _, _)| size);
+    let mut frontier = Frontier::new();
+    let mut vouched: Vec<Hash> = Vec::new();
+    for (size, root, leaves) in heads {
+        let start = u64::try_from(leaves.len())
+            .ok()
+            .and_then(|n| size.checked_sub(n));
+        if start != Some(frontier.size()) {
+            break;
+        }
+        let mut next = frontier.clone();
+        for leaf in leaves {
+            next.push(*leaf);
+        }
+        if next.root() != root {
+            break;
+        }
+        frontier = next;
+        vouched.extend_from_slice(leaves);
+    }
+    Ok(vouched)
 }
 
 // === impl VerifiedLog ===

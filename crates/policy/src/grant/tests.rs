@@ -409,3 +409,36 @@ fn the_largest_accepted_shape_loads_and_decides() {
     let b = bundle(&text);
     assert!(decide(&b, &request("t", &["read"])).allowed());
 }
+
+#[test]
+fn max_ttl_caps_the_lifetime_of_an_allowed_grant() {
+    let bundle = bundle(
+        r#"
+@id("read") @max_ttl("5m") permit(principal, action == Action::"read", resource);
+@id("list") @max_ttl("120") permit(principal, action == Action::"list", resource);
+@id("write") permit(principal, action == Action::"write", resource);
+"#,
+    );
+    let d = decide(&bundle, &request("tickets", &["read"]));
+    assert_eq!(bundle.ttl_limit(&d), Some(300));
+    let d = decide(&bundle, &request("tickets", &["read", "list"]));
+    assert_eq!(bundle.ttl_limit(&d), Some(120));
+    let d = decide(&bundle, &request("tickets", &["write"]));
+    assert_eq!(bundle.ttl_limit(&d), None);
+}
+
+#[test]
+fn a_bad_max_ttl_is_refused_at_load() {
+    for bad in [
+        r#"@max_ttl("") permit(principal, action, resource);"#,
+        r#"@max_ttl("0") permit(principal, action, resource);"#,
+        r#"@max_ttl("5d") permit(principal, action, resource);"#,
+        r#"@max_ttl("-1") permit(principal, action, resource);"#,
+        r#"@max_ttl("99999999999999999999") permit(principal, action, resource);"#,
+        r#"@max_ttl("5m") forbid(principal, action, resource);"#,
+    ] {
+        let problems = refused(bad);
+        assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+        assert!(problems[0].message.contains("@max_ttl"), "{problems:?}");
+    }
+}

@@ -11,7 +11,7 @@ use lanyard_core::{
     DnsName, EntryId, EntrySpec, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain,
 };
 
-use super::{SqlStore, counter_value, finish_page, missing_counter, page_limit};
+use super::{SqlStore, counter_value, finish_page, missing_counter, page_limit, push_list};
 use crate::codec::{
     canonical_selectors, duration_to_us, sha256_hex, time_to_us, u64_to_i64, us_to_duration,
     us_to_time,
@@ -505,16 +505,6 @@ async fn insert_selectors(tx: &mut Tx, items: &[&Encoded]) -> Result<()> {
         tx.execute(stmt).await?;
     }
     Ok(())
-}
-
-/// Appends `$a, $b, …` for the values.
-fn push_list(stmt: &mut Stmt, values: impl Iterator<Item = String>) {
-    for (i, value) in values.enumerate() {
-        if i > 0 {
-            stmt.push(", ");
-        }
-        stmt.push_bind(value);
-    }
 }
 
 /// Appends the selector condition of a listing. Returns false when no entry can match (so the

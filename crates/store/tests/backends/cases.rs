@@ -9,10 +9,10 @@ use lanyard_core::{
     Clock, DnsName, EntryId, EntrySpec, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain,
 };
 use lanyard_store::{
-    AgentFilter, AgentInfo, AgentRenewal, BundleWrite, EntryChange, EntryFilter, Error,
-    PageRequest, SelectorFilter, SelectorMatch,
+    AgentFilter, AgentInfo, AgentRenewal, AuditAppend, AuditFilter, BundleWrite, EntryChange,
+    EntryFilter, Error, PageRequest, SelectorFilter, SelectorMatch, StoredCheckpoint, TaskFilter,
+    TaskRecord,
 };
-use serde_json::json;
 
 use crate::Ctx;
 
@@ -1334,102 +1334,644 @@ pub(crate) async fn ca_journals_are_listed_per_server(ctx: Ctx) {
     );
 }
 
-pub(crate) async fn events_append_and_list(ctx: Ctx) {
-    assert!(ctx.store.list_events(0, 0).await.unwrap().is_empty());
-    assert_eq!(ctx.store.last_event_id().await.unwrap(), 0);
+fn audit(kind: &str, actor: &str, subject: &str, details: &str) -> AuditAppend {
+    AuditAppend {
+        kind: kind.to_owned(),
+        actor: actor.to_owned(),
+        subject: subject.to_owned(),
+        details: details.to_owned(),
+    }
+}
+
+async fn audit_seqs(ctx: &Ctx, filter: AuditFilter, limit: u32) -> Vec<u64> {
+    ctx.store
+        .list_audit(&filter, limit)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
+/// Details that a re-serialization would change: non-ASCII, escaped quotes, odd spacing.
+const TRICKY_DETAILS: &str =
+    "{\"note\":\"say \\\"hi\\\" ünïcode ✓ 😀\\\\n\", \"b\":1,  \"a\":[1, 2.50]}";
+
+pub(crate) async fn audit_append_and_list(ctx: Ctx) {
+    assert!(
+        ctx.store
+            .list_audit(&AuditFilter::default(), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(ctx.store.audit_size().await.unwrap(), 0);
     let t0 = ctx.clock.now();
+    let admin = "admin:uid=0";
+    let workload = "spiffe://example.org/a";
     let a = ctx
         .store
-        .append_event(
-            "agent.attested",
-            &json!({"agent": "spiffe://example.org/a"}),
-        )
+        .append_audit(&audit("entry.created", admin, "e1", "{}"))
         .await
         .unwrap();
     ctx.clock.advance(Duration::from_secs(1));
     let b = ctx
         .store
-        .append_event("token.refused", &json!({"reason": "used", "n": [1, 2]}))
+        .append_audit(&audit("task.granted", workload, "t1", TRICKY_DETAILS))
         .await
         .unwrap();
-    let c = ctx.store.append_event("x", &json!(null)).await.unwrap();
-    assert_eq!((a, b, c), (1, 2, 3));
-
-    let events = ctx.store.list_events(0, 0).await.unwrap();
-    assert_eq!(events.len(), 3);
-    assert_eq!(events[0].kind, "agent.attested");
-    assert_eq!(
-        events[0].payload,
-        json!({"agent": "spiffe://example.org/a"})
-    );
-    assert_eq!(events[0].created_at, t0);
-    assert_eq!(events[1].created_at, t0 + Duration::from_secs(1));
-    assert_eq!(events[1].payload["n"], json!([1, 2]));
-    let ids: Vec<u64> = ctx
+    let c = ctx
         .store
-        .list_events(1, 0)
+        .append_audit(&audit("entry.created", workload, "e1", "{\"k\":1}"))
         .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
-    assert_eq!(ids, [2, 3]);
-    let limited = ctx.store.list_events(0, 2).await.unwrap();
-    assert_eq!(limited.len(), 2);
-    assert!(ctx.store.list_events(3, 0).await.unwrap().is_empty());
+        .unwrap();
+    ctx.clock.advance(Duration::from_secs(1));
+    let d = ctx
+        .store
+        .append_audit(&audit(
+            "entry.deleted",
+            admin,
+            "e2",
+            "{ \"spaced\" : true }",
+        ))
+        .await
+        .unwrap();
+    assert_eq!((a.seq, b.seq, c.seq, d.seq), (0, 1, 2, 3));
+    assert_eq!(a.time, t0);
+    assert_eq!(b.time, t0 + Duration::from_secs(1));
+    assert_eq!(c.time, t0 + Duration::from_secs(1));
+    assert_eq!(d.time, t0 + Duration::from_secs(2));
+    assert_eq!(
+        (a.kind.as_str(), a.actor.as_str(), a.subject.as_str()),
+        ("entry.created", admin, "e1")
+    );
+    assert_eq!(ctx.store.audit_size().await.unwrap(), 4);
+
+    // What is listed is what append returned, details byte for byte.
+    let rows = ctx
+        .store
+        .list_audit(&AuditFilter::default(), 0)
+        .await
+        .unwrap();
+    assert_eq!(rows, [a.clone(), b.clone(), c.clone(), d.clone()]);
+    assert_eq!(rows[1].details.as_bytes(), TRICKY_DETAILS.as_bytes());
+    assert_eq!(rows[3].details, "{ \"spaced\" : true }");
+
+    // Each filter field, alone and together.
+    let some = |s: &str| Some(s.to_owned());
+    let cases: Vec<(AuditFilter, Vec<u64>)> = vec![
+        (
+            AuditFilter {
+                from_seq: 2,
+                ..AuditFilter::default()
+            },
+            vec![2, 3],
+        ),
+        (
+            AuditFilter {
+                kind: some("entry.created"),
+                ..AuditFilter::default()
+            },
+            vec![0, 2],
+        ),
+        (
+            AuditFilter {
+                actor: some(admin),
+                ..AuditFilter::default()
+            },
+            vec![0, 3],
+        ),
+        (
+            AuditFilter {
+                subject: some("e1"),
+                ..AuditFilter::default()
+            },
+            vec![0, 2],
+        ),
+        (
+            AuditFilter {
+                since: Some(t0 + Duration::from_secs(1)),
+                ..AuditFilter::default()
+            },
+            vec![1, 2, 3],
+        ),
+        (
+            AuditFilter {
+                since: Some(t0 + Duration::from_secs(2)),
+                ..AuditFilter::default()
+            },
+            vec![3],
+        ),
+        (
+            AuditFilter {
+                kind: some("entry.created"),
+                actor: some(workload),
+                ..AuditFilter::default()
+            },
+            vec![2],
+        ),
+        (
+            AuditFilter {
+                from_seq: 1,
+                subject: some("e1"),
+                since: Some(t0 + Duration::from_secs(1)),
+                ..AuditFilter::default()
+            },
+            vec![2],
+        ),
+        (
+            AuditFilter {
+                kind: some("nope"),
+                ..AuditFilter::default()
+            },
+            vec![],
+        ),
+        (
+            AuditFilter {
+                from_seq: 4,
+                ..AuditFilter::default()
+            },
+            vec![],
+        ),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(
+            audit_seqs(&ctx, filter.clone(), 0).await,
+            expected,
+            "{filter:?}"
+        );
+    }
+
+    // The limit.
+    assert_eq!(audit_seqs(&ctx, AuditFilter::default(), 2).await, [0, 1]);
+    let from_1 = AuditFilter {
+        from_seq: 1,
+        ..AuditFilter::default()
+    };
+    assert_eq!(audit_seqs(&ctx, from_1, 2).await, [1, 2]);
+    let created = AuditFilter {
+        kind: some("entry.created"),
+        ..AuditFilter::default()
+    };
+    assert_eq!(audit_seqs(&ctx, created, 1).await, [0]);
+
+    // Refused appends take no seq.
     assert!(matches!(
-        ctx.store.append_event("", &json!({})).await,
-        Err(Error::InvalidArgument { .. })
+        ctx.store.append_audit(&audit("", admin, "x", "{}")).await,
+        Err(Error::InvalidArgument { field: "kind", .. })
+    ));
+    let long = "x".repeat(2049);
+    assert!(matches!(
+        ctx.store.append_audit(&audit("k", &long, "x", "{}")).await,
+        Err(Error::InvalidArgument { field: "actor", .. })
+    ));
+    assert_eq!(ctx.store.audit_size().await.unwrap(), 4);
+
+    // The size is the counter, not the number of rows: a row deleted behind the store's back
+    // leaves a gap in the listing and the size alone.
+    ctx.raw_sql("DELETE FROM audit_log WHERE seq = 1").await;
+    assert_eq!(ctx.store.audit_size().await.unwrap(), 4);
+    assert_eq!(audit_seqs(&ctx, AuditFilter::default(), 0).await, [0, 2, 3]);
+    let e = ctx
+        .store
+        .append_audit(&audit("k", admin, "x", "{}"))
+        .await
+        .unwrap();
+    assert_eq!(e.seq, 4);
+    assert_eq!(ctx.store.audit_size().await.unwrap(), 5);
+}
+
+pub(crate) async fn audit_concurrent_appends(ctx: Ctx) {
+    const WRITERS: u64 = 8;
+    const EACH: u64 = 50;
+    const TOTAL: u64 = WRITERS * EACH;
+
+    // A reader follows the log while the writers run: each listing from `next` must continue
+    // exactly where the previous one ended, and never be behind the size read before it.
+    let reader = {
+        let store = Arc::clone(&ctx.store);
+        tokio::spawn(async move {
+            let mut next = 0u64;
+            let mut rounds = 0u64;
+            while next < TOTAL {
+                let size = store.audit_size().await.unwrap();
+                let filter = AuditFilter {
+                    from_seq: next,
+                    ..AuditFilter::default()
+                };
+                let limit = if rounds.is_multiple_of(2) { 0 } else { 7 };
+                let rows = store.list_audit(&filter, limit).await.unwrap();
+                let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+                let expected: Vec<u64> = (next..next + seqs.len() as u64).collect();
+                assert_eq!(seqs, expected, "a gap after {next}");
+                if limit == 0 {
+                    assert!(next + seqs.len() as u64 >= size, "rows behind the size");
+                }
+                next += seqs.len() as u64;
+                rounds += 1;
+                tokio::task::yield_now().await;
+            }
+            next
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let store = Arc::clone(&ctx.store);
+        writers.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..EACH {
+                let record = audit(
+                    "tick",
+                    &format!("writer-{w}"),
+                    &i.to_string(),
+                    &format!("{{\"w\":{w},\"i\":{i}}}"),
+                );
+                seqs.push(store.append_audit(&record).await.unwrap().seq);
+            }
+            seqs
+        }));
+    }
+    let mut all = BTreeSet::new();
+    for writer in writers {
+        let seqs = writer.await.unwrap();
+        // One writer's appends are in its own order.
+        assert!(seqs.windows(2).all(|p| p[0] < p[1]), "{seqs:?}");
+        for seq in seqs {
+            assert!(all.insert(seq), "seq {seq} handed out twice");
+        }
+    }
+    assert_eq!(all, (0..TOTAL).collect());
+    assert_eq!(reader.await.unwrap(), TOTAL);
+    assert_eq!(ctx.store.audit_size().await.unwrap(), TOTAL);
+
+    let rows = ctx
+        .store
+        .list_audit(&AuditFilter::default(), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (0..TOTAL).collect::<Vec<_>>()
+    );
+    let writer_3 = AuditFilter {
+        actor: Some("writer-3".to_owned()),
+        ..AuditFilter::default()
+    };
+    let mine = ctx.store.list_audit(&writer_3, 0).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|r| r.subject.clone()).collect::<Vec<_>>(),
+        (0..EACH).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+}
+
+fn checkpoint(signer: &str, size: u64, hashes: usize) -> StoredCheckpoint {
+    StoredCheckpoint {
+        size,
+        signer: signer.to_owned(),
+        note: format!("example.org/audit\n{size}\nroot\n\n— {signer} sig=="),
+        leaf_hashes: (0..hashes * 32)
+            .map(|i| u8::try_from((i * 37 + size as usize) % 256).unwrap())
+            .collect(),
+        // Ignored: the store sets it.
+        created_at: SystemTime::UNIX_EPOCH,
+    }
+}
+
+pub(crate) async fn audit_checkpoints(ctx: Ctx) {
+    assert!(ctx.store.list_checkpoints(None).await.unwrap().is_empty());
+    assert_eq!(ctx.store.latest_checkpoint("a").await.unwrap(), None);
+
+    let t0 = ctx.clock.now();
+    let stored = |mut c: StoredCheckpoint, at: SystemTime| {
+        c.created_at = at;
+        c
+    };
+    let a2 = checkpoint("a", 2, 2);
+    let b1 = checkpoint("b", 1, 1);
+    let a5 = checkpoint("a", 5, 3);
+    let b5 = checkpoint("b", 5, 4);
+    ctx.store.append_checkpoint(&a2).await.unwrap();
+    ctx.store.append_checkpoint(&b1).await.unwrap();
+    ctx.clock.advance(Duration::from_secs(10));
+    let t1 = ctx.clock.now();
+    ctx.store.append_checkpoint(&a5).await.unwrap();
+    ctx.store.append_checkpoint(&b5).await.unwrap();
+    // The same (signer, size) again is ignored, whatever it carries.
+    let mut again = checkpoint("a", 5, 0);
+    again.note = "another note".to_owned();
+    ctx.store.append_checkpoint(&again).await.unwrap();
+
+    let (a2, b1, a5, b5) = (
+        stored(a2, t0),
+        stored(b1, t0),
+        stored(a5, t1),
+        stored(b5, t1),
+    );
+    // Ordered by size, then signer; every byte of the leaf hashes back.
+    assert_eq!(
+        ctx.store.list_checkpoints(None).await.unwrap(),
+        [b1.clone(), a2.clone(), a5.clone(), b5.clone()]
+    );
+    assert_eq!(
+        ctx.store.list_checkpoints(Some("a")).await.unwrap(),
+        [a2.clone(), a5.clone()]
+    );
+    assert_eq!(
+        ctx.store.list_checkpoints(Some("b")).await.unwrap(),
+        [b1, b5.clone()]
+    );
+    assert!(
+        ctx.store
+            .list_checkpoints(Some("c"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(ctx.store.latest_checkpoint("a").await.unwrap(), Some(a5));
+    assert_eq!(ctx.store.latest_checkpoint("b").await.unwrap(), Some(b5));
+    assert_eq!(ctx.store.latest_checkpoint("c").await.unwrap(), None);
+
+    // Refused: hashes that are not whole, more hashes than records, no signer.
+    for bad in [
+        StoredCheckpoint {
+            leaf_hashes: vec![0; 31],
+            ..checkpoint("a", 9, 0)
+        },
+        StoredCheckpoint {
+            leaf_hashes: vec![0; 33],
+            ..checkpoint("a", 9, 0)
+        },
+        checkpoint("a", 1, 2),
+        checkpoint("", 9, 1),
+    ] {
+        assert!(
+            matches!(
+                ctx.store.append_checkpoint(&bad).await,
+                Err(Error::InvalidArgument { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(ctx.store.list_checkpoints(None).await.unwrap().len(), 4);
+    // A checkpoint that adds no record (an empty log) is fine.
+    ctx.store
+        .append_checkpoint(&checkpoint("c", 0, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.store.latest_checkpoint("c").await.unwrap(),
+        Some(stored(checkpoint("c", 0, 0), t1))
+    );
+}
+
+const WORKLOAD: &str = "spiffe://example.org/w";
+const AGENT: &str = "spiffe://example.org/lanyard/agent/join_token/n1";
+
+fn task(task_id: &str, spiffe_id: &str, audience: &str, issued_at: SystemTime) -> TaskRecord {
+    TaskRecord {
+        id: task_id.to_owned(),
+        spiffe_id: id(spiffe_id),
+        entry_id: EntryId::new("entry-1").unwrap(),
+        agent_id: id(AGENT),
+        audience: audience.to_owned(),
+        operations: vec!["read".to_owned(), "write:ünï \"x\"".to_owned()],
+        purpose: "nightly \"sync\"".to_owned(),
+        on_behalf_of: "spiffe://example.org/user/alice".to_owned(),
+        policy_ids: vec!["p1".to_owned(), "p2".to_owned()],
+        token_id: format!("jti-{task_id}"),
+        issued_at,
+        expires_at: issued_at + Duration::from_secs(300),
+        ended_at: None,
+    }
+}
+
+fn granted(t: &TaskRecord) -> AuditAppend {
+    audit(
+        "task.granted",
+        t.agent_id.as_str(),
+        &t.id,
+        &format!("{{\"aud\":\"{}\"}}", t.audience),
+    )
+}
+
+async fn task_ids(ctx: &Ctx, filter: &TaskFilter) -> Vec<String> {
+    let page = ctx.store.list_tasks(filter, &all()).await.unwrap();
+    assert_eq!(page.next_token, None);
+    page.items.into_iter().map(|t| t.id).collect()
+}
+
+pub(crate) async fn tasks_create_get_list(ctx: Ctx) {
+    let now = ctx.clock.now();
+    let t1 = task("t1", WORKLOAD, "mcp://db", now);
+    let row = ctx.store.create_task(&t1, &granted(&t1)).await.unwrap();
+    assert_eq!((row.seq, row.time), (0, now));
+    assert_eq!(
+        (row.kind.as_str(), row.actor.as_str(), row.subject.as_str()),
+        ("task.granted", AGENT, "t1")
+    );
+    assert_eq!(
+        ctx.store
+            .list_audit(&AuditFilter::default(), 0)
+            .await
+            .unwrap(),
+        [row]
+    );
+    assert_eq!(ctx.store.get_task("t1").await.unwrap(), Some(t1.clone()));
+    assert_eq!(ctx.store.get_task("nope").await.unwrap(), None);
+
+    // Every field, with ended_at set, at microsecond precision.
+    let mut ended = task(
+        "t0-ended",
+        WORKLOAD,
+        "mcp://mail",
+        SystemTime::UNIX_EPOCH + Duration::from_micros(1_800_000_000_654_321),
+    );
+    ended.ended_at = Some(SystemTime::UNIX_EPOCH + Duration::from_micros(1_800_000_100_000_001));
+    ended.operations = Vec::new();
+    ended.policy_ids = vec!["only".to_owned()];
+    ended.purpose = String::new();
+    ended.on_behalf_of = String::new();
+    let row = ctx
+        .store
+        .create_task(&ended, &granted(&ended))
+        .await
+        .unwrap();
+    assert_eq!(row.seq, 1);
+    assert_eq!(ctx.store.get_task("t0-ended").await.unwrap(), Some(ended));
+
+    // Listing: by SPIFFE IDs (any of them), by audience, both; paged by id.
+    let w = |n: u32| format!("spiffe://example.org/w{n}");
+    for (task_id, workload, audience) in [
+        ("t2", w(2), "mcp://db"),
+        ("t3", w(1), "mcp://mail"),
+        ("t4", w(3), "mcp://db"),
+        ("t5", w(2), "mcp://mail"),
+        ("t6", w(1), "mcp://db"),
+    ] {
+        let t = task(task_id, &workload, audience, now);
+        ctx.store.create_task(&t, &granted(&t)).await.unwrap();
+    }
+    assert_eq!(ctx.store.audit_size().await.unwrap(), 7);
+    let by = |ids: &[u32], audience: Option<&str>| TaskFilter {
+        spiffe_ids: ids.iter().map(|n| id(&w(*n))).collect(),
+        audience: audience.map(str::to_owned),
+    };
+    assert_eq!(
+        task_ids(&ctx, &TaskFilter::default()).await,
+        ["t0-ended", "t1", "t2", "t3", "t4", "t5", "t6"]
+    );
+    assert_eq!(task_ids(&ctx, &by(&[1], None)).await, ["t3", "t6"]);
+    assert_eq!(task_ids(&ctx, &by(&[3, 1], None)).await, ["t3", "t4", "t6"]);
+    assert_eq!(
+        task_ids(&ctx, &by(&[], Some("mcp://db"))).await,
+        ["t1", "t2", "t4", "t6"]
+    );
+    assert_eq!(task_ids(&ctx, &by(&[2], Some("mcp://mail"))).await, ["t5"]);
+    assert!(task_ids(&ctx, &by(&[9], None)).await.is_empty());
+
+    let mut seen = Vec::new();
+    let mut request = PageRequest {
+        token: None,
+        size: 2,
+    };
+    let filter = by(&[1, 2], None);
+    loop {
+        let page = ctx.store.list_tasks(&filter, &request).await.unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.into_iter().map(|t| t.id));
+        match page.next_token {
+            Some(token) => request.token = Some(token),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["t2", "t3", "t5", "t6"]);
+    let first = ctx
+        .store
+        .list_tasks(
+            &TaskFilter::default(),
+            &PageRequest {
+                token: None,
+                size: 3,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        first
+            .items
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>(),
+        ["t0-ended", "t1", "t2"]
+    );
+    let rest = ctx
+        .store
+        .list_tasks(
+            &TaskFilter::default(),
+            &PageRequest {
+                token: first.next_token,
+                size: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.items.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["t3", "t4", "t5", "t6"]
+    );
+    assert_eq!(rest.next_token, None);
+
+    // Bounded filters, and tokens this store did not issue.
+    let many: Vec<u32> = (0..1000).collect();
+    // w0 … w999 names all but t1 and t0-ended (granted to `…/w`).
+    assert_eq!(
+        task_ids(&ctx, &by(&many, None)).await,
+        ["t2", "t3", "t4", "t5", "t6"]
+    );
+    let too_many: Vec<u32> = (0..1001).collect();
+    assert!(matches!(
+        ctx.store.list_tasks(&by(&too_many, None), &all()).await,
+        Err(Error::InvalidArgument {
+            field: "spiffe_ids",
+            ..
+        })
+    ));
+    assert!(matches!(
+        ctx.store
+            .list_tasks(
+                &TaskFilter::default(),
+                &PageRequest {
+                    token: Some(String::new()),
+                    size: 1,
+                },
+            )
+            .await,
+        Err(Error::InvalidArgument {
+            field: "page_token",
+            ..
+        })
     ));
 }
 
-pub(crate) async fn events_pruned_by_age(ctx: Ctx) {
-    let t0 = ctx.clock.now();
-    ctx.store.append_event("old", &json!(1)).await.unwrap();
-    ctx.clock.advance(Duration::from_secs(10));
-    ctx.store.append_event("new", &json!(2)).await.unwrap();
-    assert_eq!(ctx.store.prune_events(t0).await.unwrap(), 0);
-    assert_eq!(
-        ctx.store
-            .prune_events(t0 + Duration::from_secs(10))
-            .await
-            .unwrap(),
-        1
-    );
-    let left = ctx.store.list_events(0, 0).await.unwrap();
-    assert_eq!(left.len(), 1);
-    assert_eq!((left[0].id, left[0].kind.as_str()), (2, "new"));
-    // Ids are never reused after a prune.
-    assert_eq!(ctx.store.last_event_id().await.unwrap(), 2);
-    assert_eq!(ctx.store.append_event("next", &json!(3)).await.unwrap(), 3);
-    assert_eq!(ctx.store.last_event_id().await.unwrap(), 3);
-}
-
-pub(crate) async fn events_concurrent_appends(ctx: Ctx) {
-    let mut tasks = Vec::new();
-    for i in 0..20 {
+pub(crate) async fn task_conflict_appends_no_audit_record(ctx: Ctx) {
+    let now = ctx.clock.now();
+    let t1 = task("t1", WORKLOAD, "mcp://db", now);
+    ctx.store.create_task(&t1, &granted(&t1)).await.unwrap();
+    let size = ctx.store.audit_size().await.unwrap();
+    assert_eq!(size, 1);
+    let listed = |ctx: &Ctx| {
         let store = Arc::clone(&ctx.store);
-        tasks.push(tokio::spawn(async move {
+        async move {
             store
-                .append_event("tick", &json!({ "i": i }))
+                .list_audit(&AuditFilter::default(), 0)
                 .await
                 .unwrap()
-        }));
-    }
-    let mut ids = BTreeSet::new();
-    for task in tasks {
-        assert!(ids.insert(task.await.unwrap()));
-    }
-    assert_eq!(ids, (1..=20).collect());
-    let listed: Vec<u64> = ctx
-        .store
-        .list_events(0, 0)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.id)
-        .collect();
-    assert_eq!(listed, (1..=20).collect::<Vec<_>>());
+                .len()
+        }
+    };
+
+    // The same id, with another token: refused, and the audit record rolled back with it.
+    let mut same_id = task("t1", "spiffe://example.org/other", "mcp://mail", now);
+    same_id.token_id = "jti-fresh".to_owned();
+    assert!(matches!(
+        ctx.store.create_task(&same_id, &granted(&same_id)).await,
+        Err(Error::AlreadyExists { kind: "task", ref key }) if key == "t1"
+    ));
+    // Another id with a token id already used: refused the same way.
+    let mut same_token = task("t2", WORKLOAD, "mcp://db", now);
+    same_token.token_id = t1.token_id.clone();
+    assert!(matches!(
+        ctx.store.create_task(&same_token, &granted(&same_token)).await,
+        Err(Error::AlreadyExists { ref key, .. }) if key == "jti-t1"
+    ));
+    // Invalid input: neither the task nor a record is written.
+    let mut no_id = task("t3", WORKLOAD, "mcp://db", now);
+    no_id.id = String::new();
+    assert!(matches!(
+        ctx.store.create_task(&no_id, &granted(&no_id)).await,
+        Err(Error::InvalidArgument { field: "id", .. })
+    ));
+    let t4 = task("t4", WORKLOAD, "mcp://db", now);
+    assert!(matches!(
+        ctx.store
+            .create_task(&t4, &audit("", AGENT, "t4", "{}"))
+            .await,
+        Err(Error::InvalidArgument { field: "kind", .. })
+    ));
+
+    assert_eq!(ctx.store.audit_size().await.unwrap(), 1);
+    assert_eq!(listed(&ctx).await, 1);
+    assert_eq!(ctx.store.get_task("t1").await.unwrap(), Some(t1));
+    assert_eq!(ctx.store.get_task("t2").await.unwrap(), None);
+    assert_eq!(ctx.store.get_task("t4").await.unwrap(), None);
+
+    // The next grant takes the next seq: no gap was left by the refusals.
+    let t5 = task("t5", WORKLOAD, "mcp://db", now);
+    assert_eq!(
+        ctx.store.create_task(&t5, &granted(&t5)).await.unwrap().seq,
+        1
+    );
+    assert_eq!(listed(&ctx).await, 2);
 }
 
 pub(crate) async fn corrupt_rows_are_invalid_data(ctx: Ctx) {
@@ -1496,11 +2038,83 @@ pub(crate) async fn corrupt_rows_are_invalid_data(ctx: Ctx) {
         Err(Error::InvalidData { kind: "bundle", .. })
     ));
 
-    ctx.store.append_event("ok", &json!({})).await.unwrap();
-    ctx.raw_sql("UPDATE events SET payload = 'nope{'").await;
+    // Tasks are parsed: a SPIFFE ID, an entry id or a JSON list that does not parse is refused.
+    let t = task("t1", WORKLOAD, "mcp://db", ctx.clock.now());
+    ctx.store.create_task(&t, &granted(&t)).await.unwrap();
+    for corrupt in [
+        "UPDATE tasks SET spiffe_id = 'not a spiffe id'",
+        "UPDATE tasks SET spiffe_id = 'spiffe://example.org/w', agent_id = 'x'",
+        "UPDATE tasks SET agent_id = 'spiffe://example.org/a', entry_id = 'no spaces'",
+        "UPDATE tasks SET entry_id = 'e1', operations = '{not json'",
+        "UPDATE tasks SET operations = '[]', policy_ids = '[1, 2]'",
+    ] {
+        ctx.raw_sql(corrupt).await;
+        assert!(
+            matches!(
+                ctx.store.get_task("t1").await,
+                Err(Error::InvalidData { kind: "task", ref key, .. }) if key == "t1"
+            ),
+            "{corrupt}"
+        );
+        assert!(
+            matches!(
+                ctx.store.list_tasks(&TaskFilter::default(), &all()).await,
+                Err(Error::InvalidData { .. })
+            ),
+            "{corrupt}"
+        );
+    }
+    ctx.raw_sql("UPDATE tasks SET policy_ids = '[]'").await;
+    assert!(ctx.store.get_task("t1").await.unwrap().is_some());
+
+    // Audit records are returned verbatim (the verifier judges them), but a seq must be one.
+    ctx.raw_sql("UPDATE audit_log SET kind = '', details = 'not json {' WHERE seq = 0")
+        .await;
+    let rows = ctx
+        .store
+        .list_audit(&AuditFilter::default(), 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        (rows[0].kind.as_str(), rows[0].details.as_str()),
+        ("", "not json {")
+    );
+    ctx.raw_sql(
+        "INSERT INTO audit_log (seq, time_us, kind, actor, subject, details) \
+         VALUES (-5, 0, 'k', 'a', 's', '{}')",
+    )
+    .await;
     assert!(matches!(
-        ctx.store.list_events(0, 0).await,
-        Err(Error::InvalidData { kind: "event", .. })
+        ctx.store.list_audit(&AuditFilter::default(), 0).await,
+        Err(Error::InvalidData { kind: "audit record", ref key, .. }) if key == "-5"
+    ));
+
+    // Checkpoints: a size that is not one, leaf hashes that are not whole.
+    ctx.store
+        .append_checkpoint(&checkpoint("s", 3, 2))
+        .await
+        .unwrap();
+    ctx.raw_sql("UPDATE audit_checkpoints SET leaf_hashes = substr(leaf_hashes, 2)")
+        .await;
+    assert!(matches!(
+        ctx.store.latest_checkpoint("s").await,
+        Err(Error::InvalidData {
+            kind: "audit checkpoint",
+            ..
+        })
+    ));
+    ctx.raw_sql("DELETE FROM audit_checkpoints").await;
+    ctx.store
+        .append_checkpoint(&checkpoint("s", 3, 2))
+        .await
+        .unwrap();
+    ctx.raw_sql("UPDATE audit_checkpoints SET size = -1").await;
+    assert!(matches!(
+        ctx.store.list_checkpoints(None).await,
+        Err(Error::InvalidData {
+            kind: "audit checkpoint",
+            ..
+        })
     ));
 
     // Error messages name the record, never SQL.
@@ -1542,7 +2156,21 @@ pub(crate) async fn reopen_keeps_everything(mut ctx: Ctx) {
         .put_ca_journal("s1", b"journal", None)
         .await
         .unwrap();
-    ctx.store.append_event("e", &json!({"k": 1})).await.unwrap();
+    let t = task("t1", WORKLOAD, "mcp://db", ctx.clock.now());
+    ctx.store.create_task(&t, &granted(&t)).await.unwrap();
+    ctx.store
+        .append_audit(&audit(
+            "entry.deleted",
+            "admin:uid=0",
+            "e00007",
+            TRICKY_DETAILS,
+        ))
+        .await
+        .unwrap();
+    ctx.store
+        .append_checkpoint(&checkpoint("s1", 2, 2))
+        .await
+        .unwrap();
 
     let entries_before = ctx
         .store
@@ -1553,7 +2181,12 @@ pub(crate) async fn reopen_keeps_everything(mut ctx: Ctx) {
     let agent_before = ctx.store.get_agent(&info.spiffe_id).await.unwrap();
     let bundles_before = ctx.store.list_bundles().await.unwrap();
     let journal_before = ctx.store.get_ca_journal("s1").await.unwrap();
-    let events_before = ctx.store.list_events(0, 0).await.unwrap();
+    let audit_before = ctx
+        .store
+        .list_audit(&AuditFilter::default(), 0)
+        .await
+        .unwrap();
+    let checkpoints_before = ctx.store.list_checkpoints(None).await.unwrap();
 
     ctx.reopen().await;
 
@@ -1579,7 +2212,20 @@ pub(crate) async fn reopen_keeps_everything(mut ctx: Ctx) {
         ctx.store.get_ca_journal("s1").await.unwrap(),
         journal_before
     );
-    assert_eq!(ctx.store.list_events(0, 0).await.unwrap(), events_before);
+    assert_eq!(
+        ctx.store
+            .list_audit(&AuditFilter::default(), 0)
+            .await
+            .unwrap(),
+        audit_before
+    );
+    assert_eq!(audit_before.len(), 2);
+    assert_eq!(ctx.store.audit_size().await.unwrap(), 2);
+    assert_eq!(
+        ctx.store.list_checkpoints(None).await.unwrap(),
+        checkpoints_before
+    );
+    assert_eq!(ctx.store.get_task("t1").await.unwrap(), Some(t));
     let grant = ctx
         .store
         .consume_join_token("persisted-token")
@@ -1588,9 +2234,110 @@ pub(crate) async fn reopen_keeps_everything(mut ctx: Ctx) {
     assert_eq!(grant.expires_at, expires);
     // Writes go on where they left off.
     assert_eq!(create_ok(&ctx, numbered(500)).await.revision(), 52);
-    assert_eq!(ctx.store.append_event("e", &json!(2)).await.unwrap(), 2);
+    let next = ctx
+        .store
+        .append_audit(&audit("k", "a", "s", "{}"))
+        .await
+        .unwrap();
+    assert_eq!(next.seq, 2);
 
     // And a second reopen (migrations already applied) works as well.
     ctx.reopen().await;
     assert_eq!(ctx.store.count_entries().await.unwrap(), 50);
+    assert_eq!(ctx.store.audit_size().await.unwrap(), 3);
+}
+
+/// A database written by a lanyard with the event log (migrations 1 and 2), events and all,
+/// migrates to the audit log: the events and their counter go, everything else stays.
+pub(crate) async fn audit_log_replaces_event_log(mut ctx: Ctx) {
+    ctx.store.close().await;
+    ctx.recreate_at_schema_2().await;
+    ctx.raw_sql(
+        "INSERT INTO events (id, kind, payload, created_at_us) \
+         VALUES (1, 'agent.attested', '{\"a\":1}', 10), (2, 'x', 'null', 20); \
+         UPDATE counters SET value = 2 WHERE name = 'event_id'; \
+         INSERT INTO agents (spiffe_id, attestation_type, serial, expires_at_us, banned, \
+         selectors, created_at_us, updated_at_us, new_serial) VALUES \
+         ('spiffe://example.org/lanyard/agent/join_token/old', 'join_token', 'ab', 0, FALSE, \
+         '[\"join_token:node:old\"]', 0, 0, NULL)",
+    )
+    .await;
+
+    ctx.reopen().await;
+    let old_agent = id("spiffe://example.org/lanyard/agent/join_token/old");
+    let agent = ctx.store.get_agent(&old_agent).await.unwrap().unwrap();
+    assert_eq!(agent.serial, "ab");
+    // The audit log starts empty at seq 0; the events are gone, with their index and counter.
+    assert_eq!(ctx.store.audit_size().await.unwrap(), 0);
+    assert!(
+        ctx.store
+            .list_audit(&AuditFilter::default(), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let leftovers = match ctx.store.backend() {
+        lanyard_store::Backend::Sqlite => {
+            ctx.raw_text(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM sqlite_master \
+                 WHERE name IN ('events', 'events_created_at')",
+            )
+            .await
+        }
+        lanyard_store::Backend::Postgres => {
+            ctx.raw_text(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM pg_class \
+                 WHERE relname IN ('events', 'events_created_at')",
+            )
+            .await
+        }
+    };
+    assert_eq!(leftovers, "0");
+    assert_eq!(
+        ctx.raw_text("SELECT CAST(COUNT(*) AS TEXT) FROM counters WHERE name = 'event_id'")
+            .await,
+        "0"
+    );
+    let row = ctx
+        .store
+        .append_audit(&audit(
+            "agent.attested",
+            "server:s1",
+            old_agent.as_str(),
+            "{}",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(row.seq, 0);
+    let t = task("t1", WORKLOAD, "mcp://db", ctx.clock.now());
+    assert_eq!(
+        ctx.store.create_task(&t, &granted(&t)).await.unwrap().seq,
+        1
+    );
+
+    // Opening again applies nothing more and keeps it all.
+    ctx.reopen().await;
+    assert_eq!(ctx.store.audit_size().await.unwrap(), 2);
+    assert_eq!(ctx.store.get_task("t1").await.unwrap(), Some(t));
+    assert!(ctx.store.get_agent(&old_agent).await.unwrap().is_some());
+}
+
+pub(crate) async fn audit_batch_append(ctx: Ctx) {
+    let before = ctx.store.audit_size().await.unwrap();
+    let records: Vec<AuditAppend> = (0..5)
+        .map(|i| audit("entry.created", "admin:uid=0", &format!("e{i}"), "{}"))
+        .collect();
+    let rows = ctx.store.append_audits(&records).await.unwrap();
+    let seqs: Vec<u64> = rows.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (before..before + 5).collect::<Vec<_>>());
+    assert_eq!(ctx.store.audit_size().await.unwrap(), before + 5);
+    // One bad record refuses the whole batch: nothing is appended.
+    let mut bad = records.clone();
+    bad.push(audit("", "admin:uid=0", "x", "{}"));
+    assert!(matches!(
+        ctx.store.append_audits(&bad).await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(ctx.store.audit_size().await.unwrap(), before + 5);
+    assert!(ctx.store.append_audits(&[]).await.unwrap().is_empty());
 }

@@ -1,0 +1,183 @@
+//! The agent as the task service's [`TaskSource`]: it picks which of the attested caller's entries
+//! a request is for and forwards it to the server, which decides with its policies. The agent
+//! decides nothing about grants: it only vouches for who is asking.
+
+use std::sync::{Arc, OnceLock};
+
+use lanyard_core::{EntryId, SelectorSet, SpiffeId};
+use lanyard_proto::node as pb;
+use lanyard_proto::task::{
+    BeginTaskRequest, BeginTaskResponse, GetTaskRequest, ListTasksRequest, ListTasksResponse, Task,
+};
+use lanyard_workload::TaskSource;
+use tonic::Status;
+
+use crate::agent::Shared;
+
+/// What the task service on the agent's socket reads.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentTasks {
+    /// Set once the agent has its identity; until then no caller holds an entry.
+    shared: Arc<OnceLock<Arc<Shared>>>,
+}
+
+impl AgentTasks {
+    pub(crate) fn new(shared: Arc<OnceLock<Arc<Shared>>>) -> Self {
+        Self { shared }
+    }
+
+    fn shared(&self) -> Result<Arc<Shared>, Status> {
+        self.shared
+            .get()
+            .cloned()
+            .ok_or_else(|| Status::unavailable("the agent is not attested yet; retry later"))
+    }
+
+    /// Every entry the caller may be served, or `PermissionDenied` if none.
+    fn caller_entries(
+        shared: &Shared,
+        caller: &SelectorSet,
+    ) -> Result<Vec<(SpiffeId, EntryId)>, Status> {
+        let entries = shared.cache().entries_for_caller(caller, shared.now());
+        if entries.is_empty() {
+            return Err(Status::permission_denied("no identity issued"));
+        }
+        Ok(entries)
+    }
+}
+
+/// The entry a task is asked through: one with the SPIFFE ID the caller named, or the caller's
+/// only SPIFFE ID.
+fn choose_entry(entries: &[(SpiffeId, EntryId)], requested: &str) -> Result<EntryId, Status> {
+    if !requested.is_empty() {
+        let requested = SpiffeId::parse(requested)
+            .map_err(|e| Status::invalid_argument(format!("invalid requested SPIFFE ID: {e}")))?;
+        return entries
+            .iter()
+            .find(|(id, _)| *id == requested)
+            .map(|(_, entry)| entry.clone())
+            .ok_or_else(|| Status::permission_denied("the caller does not hold that SPIFFE ID"));
+    }
+    let first = &entries[0];
+    if entries.iter().any(|(id, _)| *id != first.0) {
+        return Err(Status::invalid_argument(
+            "the caller holds several SPIFFE IDs; name one with spiffe_id",
+        ));
+    }
+    Ok(first.1.clone())
+}
+
+fn entry_ids(entries: &[(SpiffeId, EntryId)]) -> Vec<String> {
+    entries.iter().map(|(_, entry)| entry.to_string()).collect()
+}
+
+/// The server's answer as the caller sees it: its refusals pass through (they are written for
+/// the caller), a broken connection is `Unavailable`.
+fn forward(status: Status) -> Status {
+    match status.code() {
+        tonic::Code::InvalidArgument
+        | tonic::Code::PermissionDenied
+        | tonic::Code::NotFound
+        | tonic::Code::ResourceExhausted
+        | tonic::Code::FailedPrecondition => status,
+        _ => {
+            tracing::warn!(status = %crate::attest::status_detail(&status), "a task call to the server failed");
+            Status::unavailable("the server cannot be reached to decide the task; retry later")
+        }
+    }
+}
+
+impl TaskSource for AgentTasks {
+    async fn begin_task(
+        &self,
+        caller: &SelectorSet,
+        request: BeginTaskRequest,
+    ) -> Result<BeginTaskResponse, Status> {
+        let shared = self.shared()?;
+        let entries = Self::caller_entries(&shared, caller)?;
+        let entry_id = choose_entry(&entries, &request.spiffe_id)?;
+        shared
+            .client()
+            .begin_task(pb::BeginTaskRequest {
+                entry_id: entry_id.to_string(),
+                task: Some(request),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(forward)
+    }
+
+    async fn get_task(
+        &self,
+        caller: &SelectorSet,
+        request: GetTaskRequest,
+    ) -> Result<Task, Status> {
+        let shared = self.shared()?;
+        let entries = Self::caller_entries(&shared, caller)?;
+        shared
+            .client()
+            .get_task(pb::GetTaskRequest {
+                entry_ids: entry_ids(&entries),
+                task_id: request.task_id,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(forward)
+    }
+
+    async fn list_tasks(
+        &self,
+        caller: &SelectorSet,
+        request: ListTasksRequest,
+    ) -> Result<ListTasksResponse, Status> {
+        let shared = self.shared()?;
+        let entries = Self::caller_entries(&shared, caller)?;
+        shared
+            .client()
+            .list_tasks(pb::ListTasksRequest {
+                entry_ids: entry_ids(&entries),
+                page_token: request.page_token,
+                page_size: request.page_size,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(forward)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    fn entry(id: &str, entry: &str) -> (SpiffeId, EntryId) {
+        (SpiffeId::parse(id).unwrap(), entry.parse().unwrap())
+    }
+
+    #[test]
+    fn the_only_identity_is_chosen_when_none_is_named() {
+        let entries = [entry("spiffe://td/a", "e1"), entry("spiffe://td/a", "e2")];
+        assert_eq!(choose_entry(&entries, "").unwrap().to_string(), "e1");
+    }
+
+    #[test]
+    fn several_identities_need_a_name() {
+        let entries = [entry("spiffe://td/a", "e1"), entry("spiffe://td/b", "e2")];
+        let err = choose_entry(&entries, "").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            choose_entry(&entries, "spiffe://td/b").unwrap().to_string(),
+            "e2"
+        );
+    }
+
+    #[test]
+    fn an_identity_the_caller_does_not_hold_is_refused() {
+        let entries = [entry("spiffe://td/a", "e1")];
+        let err = choose_entry(&entries, "spiffe://td/other").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        let err = choose_entry(&entries, "not an id").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    }
+}

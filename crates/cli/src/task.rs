@@ -1,0 +1,194 @@
+//! `lanyard task begin` (a workload asks its agent for a task credential) and `lanyard task
+//! list|show` (an administrator looks at every task on the server).
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use lanyard_core::SpiffeId;
+use lanyard_proto::admin as admin_pb;
+use lanyard_proto::task::{self as pb, tasks_client::TasksClient};
+use lanyard_workload::SecurityHeader;
+
+use crate::admin::{AdminOpts, client, rpc_error, unix_time};
+use crate::duration::HumanDuration;
+use crate::output::{OutputFormat, print_json, table};
+use crate::workload::SocketOpts;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TaskCommand {
+    /// Ask the local agent for a credential for one task: one tool, a few operations, a few
+    /// minutes. The server's policies decide.
+    Begin {
+        #[command(flatten)]
+        args: BeginArgs,
+        #[command(flatten)]
+        opts: SocketOpts,
+    },
+    /// Admin: list tasks.
+    List {
+        /// Only tasks granted to this SPIFFE ID.
+        #[arg(long)]
+        spiffe_id: Option<SpiffeId>,
+        /// Only tasks for this tool.
+        #[arg(long)]
+        audience: Option<String>,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+    /// Admin: show one task.
+    Show {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BeginArgs {
+    /// The tool the credential is for (its `aud`).
+    #[arg(long)]
+    audience: String,
+    /// An operation to be allowed (repeat for several).
+    #[arg(long = "op", required = true)]
+    operations: Vec<String>,
+    /// How long the credential should last (at most 15m; default: the longest allowed).
+    #[arg(long)]
+    ttl: Option<HumanDuration>,
+    /// Why: recorded in the audit log and carried in the token.
+    #[arg(long, default_value = "")]
+    purpose: String,
+    /// Who the task acts for (a user, a parent agent).
+    #[arg(long, default_value = "")]
+    on_behalf_of: String,
+    /// Which of the caller's identities (default: its only one).
+    #[arg(long)]
+    spiffe_id: Option<SpiffeId>,
+}
+
+pub(crate) async fn run(command: TaskCommand) -> anyhow::Result<()> {
+    match command {
+        TaskCommand::Begin { args, opts } => begin(args, &opts).await,
+        TaskCommand::List {
+            spiffe_id,
+            audience,
+            opts,
+        } => list(spiffe_id, audience, &opts).await,
+        TaskCommand::Show { id, opts } => show(id, &opts).await,
+    }
+}
+
+async fn begin(args: BeginArgs, opts: &SocketOpts) -> anyhow::Result<()> {
+    let path = opts.path()?;
+    let channel = lanyard_workload::connect_channel(&path)
+        .await
+        .with_context(|| format!("cannot connect to the agent at {}", path.display()))?;
+    let mut tasks = TasksClient::with_interceptor(channel, SecurityHeader);
+    let request = pb::BeginTaskRequest {
+        audience: args.audience,
+        operations: args.operations,
+        ttl_seconds: args
+            .ttl
+            .map_or(0, |d| i64::try_from(d.get().as_secs()).unwrap_or(i64::MAX)),
+        spiffe_id: args.spiffe_id.map(|id| id.to_string()).unwrap_or_default(),
+        purpose: args.purpose,
+        on_behalf_of: args.on_behalf_of,
+    };
+    let response = tasks
+        .begin_task(request)
+        .await
+        .map_err(|status| {
+            anyhow::anyhow!("task refused ({:?}): {}", status.code(), status.message())
+        })?
+        .into_inner();
+    if opts.output == OutputFormat::Json {
+        return print_json(&response);
+    }
+    let task = response.task.unwrap_or_default();
+    println!("Task:       {}", task.id);
+    println!("SPIFFE ID:  {}", task.spiffe_id);
+    println!("Audience:   {}", task.audience);
+    println!("Operations: {}", task.operations.join(", "));
+    println!("Expires:    {}", unix_time(task.expires_at));
+    println!("Policies:   {}", task.policy_ids.join(", "));
+    println!("Token:      {}", response.token);
+    Ok(())
+}
+
+async fn list(
+    spiffe_id: Option<SpiffeId>,
+    audience: Option<String>,
+    opts: &AdminOpts,
+) -> anyhow::Result<()> {
+    let mut admin = client(opts).await?;
+    let mut tasks = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .list_tasks(admin_pb::ListTasksRequest {
+                spiffe_id: spiffe_id
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
+                audience: audience.clone().unwrap_or_default(),
+                page_token,
+                page_size: 0,
+            })
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        tasks.extend(page.tasks);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if opts.output == OutputFormat::Json {
+        return print_json(&serde_json::json!({ "tasks": tasks }));
+    }
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.clone(),
+                t.spiffe_id.clone(),
+                t.audience.clone(),
+                t.operations.join(","),
+                unix_time(t.expires_at),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["ID", "SPIFFE ID", "AUDIENCE", "OPERATIONS", "EXPIRES"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+async fn show(id: String, opts: &AdminOpts) -> anyhow::Result<()> {
+    let task = client(opts)
+        .await?
+        .get_task(admin_pb::GetTaskRequest { task_id: id })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    if opts.output == OutputFormat::Json {
+        return print_json(&task);
+    }
+    println!("Task:       {}", task.id);
+    println!("SPIFFE ID:  {}", task.spiffe_id);
+    println!("Audience:   {}", task.audience);
+    println!("Operations: {}", task.operations.join(", "));
+    println!("Purpose:    {}", task.purpose);
+    println!("For:        {}", task.on_behalf_of);
+    println!("Policies:   {}", task.policy_ids.join(", "));
+    println!("Token id:   {}", task.token_id);
+    println!("Issued:     {}", unix_time(task.issued_at));
+    println!("Expires:    {}", unix_time(task.expires_at));
+    if task.ended_at > 0 {
+        println!("Ended:      {}", unix_time(task.ended_at));
+    }
+    Ok(())
+}
