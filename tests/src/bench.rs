@@ -293,6 +293,46 @@ impl CpuMeter {
     }
 }
 
+/// Runs `op` for about `seconds` on `threads` threads; returns operations per second.
+pub fn per_second(
+    seconds: f64,
+    threads: usize,
+    op: impl Fn() -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<f64> {
+    let budget = Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let counts: Vec<anyhow::Result<usize>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut n = 0usize;
+                    // Bounded by time, checked every 32 operations.
+                    while start.elapsed() < budget {
+                        for _ in 0..32 {
+                            op()?;
+                        }
+                        n += 32;
+                    }
+                    anyhow::Ok(n)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a bare-rate thread panicked")))
+            })
+            .collect()
+    });
+    let took = start.elapsed();
+    let mut total = 0;
+    for count in counts {
+        total += count?;
+    }
+    Ok(rate(total, took))
+}
+
 // --- the server process ---
 
 /// A `lanyard server run` started by a load generator: temp data dir, admin socket in it, node
@@ -484,4 +524,107 @@ pub async fn timed<T>(
         .map_err(|_| anyhow!("{what}: no answer in {CALL_TIMEOUT:?}"))?
         .map_err(|s| anyhow!("{what}: {:?}: {}", s.code(), s.message()))?;
     Ok((response.into_inner(), start.elapsed()))
+}
+
+// --- the agent process ---
+
+/// A `lanyard agent run` attested with a join token to a [`ServerProcess`], serving its Workload
+/// API (and task service) on `socket`. Killed when dropped.
+#[derive(Debug)]
+pub struct AgentProcess {
+    child: tokio::process::Child,
+    pub pid: u32,
+    pub log: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts an agent in `dir` that attests to the node API at `node_addr` with a join token for
+    /// `agent_id` made through `admin`, and waits until it answers on its socket.
+    pub async fn start(
+        lanyard: &Path,
+        dir: &Path,
+        admin: &mut AdminClient<Channel>,
+        node_addr: std::net::SocketAddr,
+        agent_id: &str,
+    ) -> anyhow::Result<Self> {
+        let (token, _) = timed(
+            "GenerateJoinToken",
+            admin.generate_join_token(pb::GenerateJoinTokenRequest {
+                ttl_seconds: 600,
+                spiffe_id: agent_id.to_owned(),
+            }),
+        )
+        .await?;
+        let (bundle, _) = timed("GetBundle", admin.get_bundle(pb::GetBundleRequest {})).await?;
+        let bundle_file = dir.join("bundle.json");
+        std::fs::write(&bundle_file, bundle.spiffe_json).context("write the bundle")?;
+        let socket = dir.join("agent.sock");
+        let log = dir.join("agent.log");
+        let log_file = std::fs::File::create(&log).context("create agent log")?;
+        let child = tokio::process::Command::new(lanyard)
+            .args(["agent", "run", "--trust-domain", TRUST_DOMAIN, "--server"])
+            .arg(node_addr.to_string())
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--data-dir")
+            .arg(dir.join("agent"))
+            .arg("--trust-bundle")
+            .arg(&bundle_file)
+            .env("LANYARD_JOIN_TOKEN", token.token)
+            .env_remove("SPIFFE_ENDPOINT_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().context("agent log")?)
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("start {}", lanyard.display()))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| anyhow!("the agent exited at once"))?;
+        let mut agent = Self {
+            child,
+            pid,
+            log,
+            socket,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut pause = Duration::from_millis(10);
+        while !agent.socket.exists() {
+            if let Some(status) = agent.child.try_wait()? {
+                bail!("the agent exited with {status}:\n{}", agent.log_tail());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the agent did not bind its socket in 60 s:\n{}",
+                agent.log_tail()
+            );
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+        Ok(agent)
+    }
+
+    /// The last lines of the agent's log.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited in 30 s.
+    pub async fn stop(mut self) {
+        if let Some(pid) = i32::try_from(self.pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
 }

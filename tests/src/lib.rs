@@ -239,6 +239,11 @@ impl Server {
         lanyard(all)
     }
 
+    /// The server's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Kills the server with SIGKILL: no clean shutdown.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

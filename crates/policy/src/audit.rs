@@ -24,4 +24,5 @@ pub use record::{
 };
 pub use verify::{
     CheckpointTile, LogError, StoredRecord, VerifiedLog, verify_log, verify_stored_log,
+    vouched_leaves,
 };

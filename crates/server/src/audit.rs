@@ -3,17 +3,19 @@
 //! record as it first read it, and signs a checkpoint (C2SP signed note over the RFC 6962 root)
 //! whenever the log has grown, at most every `checkpoint_interval`.
 //!
-//! It never signs a fork: at start it recomputes the tree from the datastore and compares it
-//! with the last checkpoint it signed; if they differ, a record was changed behind its back, and
-//! it stops signing (and says so in its log and in `lanyard audit verify`) rather than vouch for
-//! the changed history. Each checkpoint is stored with the leaf hashes it adds, so a verifier can
-//! name the exact record that changed (see `docs/audit.md`).
+//! Each checkpoint is stored with the leaf hashes it adds, so a verifier can name the exact record
+//! that changed (see `docs/audit.md`). At start the server rebuilds its view from those hashes
+//! (checked against its own signatures), not from the rows, so the proofs it gives are of the log
+//! it signed. It never signs a fork: if a row differs from what its checkpoints vouch for, a
+//! record was changed behind its back, and it stops signing (and says so in its log and in
+//! `lanyard audit verify`) rather than vouch for the changed history.
 
 use std::path::Path;
 use std::sync::Mutex;
 
 use lanyard_policy::audit::{
-    AuditRecord, CheckpointSigner, Frontier, Hash, RecordError, inclusion_proof, leaf_hash, root_of,
+    AuditRecord, CheckpointSigner, CheckpointTile, Frontier, HASH_LEN, Hash, RecordError,
+    SignedCheckpoint, inclusion_proof, leaf_hash, root_from_inclusion, vouched_leaves,
 };
 use lanyard_store::{AuditAppend, AuditFilter, AuditRow, DataStore, StoredCheckpoint};
 use serde_json::Value;
@@ -73,8 +75,11 @@ struct Tree {
 // === impl AuditLog ===
 
 impl AuditLog {
-    /// Loads (or creates) this server's checkpoint key and reads the whole log, checking it
-    /// against the last checkpoint this server signed.
+    /// Loads (or creates) this server's checkpoint key and rebuilds its view of the log: the leaf
+    /// hashes its own checkpoints vouch for (stored with them, checked against its signatures),
+    /// then the records appended after them. Every record the checkpoints cover is compared with
+    /// the hash they vouch for; one that differs (or is missing) means the datastore was changed
+    /// behind the server's back, and it stops signing.
     pub(crate) async fn load(
         data_dir: &Path,
         trust_domain: &lanyard_core::TrustDomain,
@@ -85,19 +90,29 @@ impl AuditLog {
         let name = format!("{trust_domain}/lanyard-audit/{server_id}");
         let signer = CheckpointSigner::from_pkcs8(name, &pkcs8)
             .map_err(|e| ServerError::State(format!("audit checkpoint key: {e}")))?;
+        let checkpoints = store.list_checkpoints(Some(signer.name())).await?;
+        let signed = checkpoints.iter().map(|c| c.size).max().unwrap_or(0);
+        let (vouched, mut fork) = vouched_by(&checkpoints, &signer);
+        let mut tree = Tree {
+            signed,
+            ..Tree::default()
+        };
+        for leaf in &vouched {
+            tree.leaves.push(*leaf);
+            tree.frontier.push(*leaf);
+        }
+        if fork.is_none() {
+            fork = compare_with_store(&vouched, store).await?;
+        }
+        if let Some(reason) = &fork {
+            tracing::error!(%reason, "the audit log in the datastore does not match the checkpoints this server signed; no further checkpoints will be signed until it is investigated (`lanyard audit verify`)");
+        }
+        tree.fork = fork;
         let log = Self {
             signer,
-            tree: Mutex::new(Tree::default()),
+            tree: Mutex::new(tree),
         };
         log.catch_up(store).await?;
-        if let Some(last) = store.latest_checkpoint(log.signer.name()).await? {
-            let mut tree = log.tree();
-            tree.signed = last.size;
-            if let Err(reason) = check_against(&tree.leaves, &last, &log.signer) {
-                tracing::error!(%reason, "the audit log in the datastore does not match the last checkpoint this server signed; no further checkpoints will be signed until it is investigated (`lanyard audit verify`)");
-                tree.fork = Some(reason);
-            }
-        }
         Ok(log)
     }
 
@@ -224,6 +239,19 @@ impl AuditLog {
         }
         let path = inclusion_proof(seq, checkpoint.size, leaves)
             .map_err(|e| ProofError::Internal(e.to_string()))?;
+        // Never hand out a proof that does not check out against the checkpoint it names.
+        let signed_root = checkpoint
+            .note
+            .parse::<SignedCheckpoint>()
+            .map(|note| *note.checkpoint().root())
+            .map_err(|e| ProofError::Internal(format!("the checkpoint does not parse: {e}")))?;
+        if root_from_inclusion(&leaves[index], seq, checkpoint.size, &path).ok()
+            != Some(signed_root)
+        {
+            return Err(ProofError::Internal(
+                "this server's view of the log does not reproduce its own checkpoint; see its log and `lanyard audit verify`".to_owned(),
+            ));
+        }
         Ok(Proof {
             record,
             tree_size: checkpoint.size,
@@ -283,40 +311,88 @@ fn row_leaf_hash(row: &AuditRow) -> Hash {
     }
 }
 
-/// Whether `leaves` agrees with a checkpoint this server signed.
-fn check_against(
-    leaves: &[Hash],
-    checkpoint: &StoredCheckpoint,
+/// The leaf hashes this server's own checkpoints vouch for, and why they fall short of the
+/// largest checkpoint if they do (a checkpoint or its stored hashes were changed or removed).
+fn vouched_by(
+    checkpoints: &[StoredCheckpoint],
     signer: &CheckpointSigner,
-) -> Result<(), String> {
-    let note = checkpoint
-        .note
-        .parse::<lanyard_policy::audit::SignedCheckpoint>()
-        .map_err(|e| {
-            format!(
-                "the checkpoint of size {} does not parse: {e}",
-                checkpoint.size
-            )
-        })?;
-    let signed = signer.verifier().verify(&note).map_err(|e| {
-        format!(
-            "the checkpoint of size {} does not verify: {e}",
-            checkpoint.size
-        )
-    })?;
-    let size = usize::try_from(signed.size()).unwrap_or(usize::MAX);
-    let Some(prefix) = leaves.get(..size) else {
-        return Err(format!(
-            "the log has {} records but this server signed {size}",
-            leaves.len()
-        ));
-    };
-    if root_of(prefix) != *signed.root() {
-        return Err(format!(
-            "the records up to {size} no longer hash to the root this server signed at that size"
-        ));
+) -> (Vec<Hash>, Option<String>) {
+    let mut tiles = Vec::with_capacity(checkpoints.len());
+    for checkpoint in checkpoints {
+        let Ok(note) = checkpoint.note.parse::<SignedCheckpoint>() else {
+            return (
+                Vec::new(),
+                Some(format!(
+                    "the checkpoint of size {} does not parse",
+                    checkpoint.size
+                )),
+            );
+        };
+        let leaf_hashes = checkpoint
+            .leaf_hashes
+            .chunks_exact(HASH_LEN)
+            .filter_map(|chunk| Hash::try_from(chunk).ok())
+            .collect();
+        tiles.push(CheckpointTile {
+            checkpoint: note,
+            leaf_hashes,
+        });
     }
-    Ok(())
+    let signed = checkpoints.iter().map(|c| c.size).max().unwrap_or(0);
+    match vouched_leaves(&tiles, &signer.verifier()) {
+        Ok(vouched) if vouched.len() as u64 >= signed => (vouched, None),
+        Ok(vouched) => {
+            let reason = format!(
+                "the leaf hashes stored with this server's checkpoints reproduce its signed roots only up to {} of {signed} records",
+                vouched.len()
+            );
+            (vouched, Some(reason))
+        }
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    }
+}
+
+/// The first record the datastore holds differently from what the checkpoints vouch for.
+async fn compare_with_store(
+    vouched: &[Hash],
+    store: &dyn DataStore,
+) -> Result<Option<String>, lanyard_store::Error> {
+    let mut next = 0u64;
+    let end = vouched.len() as u64;
+    while next < end {
+        let rows = store
+            .list_audit(
+                &AuditFilter {
+                    from_seq: next,
+                    ..AuditFilter::default()
+                },
+                READ_BATCH,
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(Some(format!(
+                "audit record {next} is missing from the datastore"
+            )));
+        }
+        for row in rows {
+            if row.seq >= end {
+                return Ok(None);
+            }
+            if row.seq != next {
+                return Ok(Some(format!(
+                    "audit record {next} is missing from the datastore"
+                )));
+            }
+            let index = usize::try_from(next).unwrap_or(usize::MAX);
+            if vouched.get(index) != Some(&row_leaf_hash(&row)) {
+                return Ok(Some(format!(
+                    "audit record {next} in the datastore is not the record this server signed"
+                )));
+            }
+            next += 1;
+        }
+    }
+    Ok(None)
 }
 
 /// Reads the checkpoint key, or makes one (0600, written in full before it is renamed into place).

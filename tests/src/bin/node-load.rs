@@ -37,7 +37,7 @@ use hyper_util::rt::TokioIo;
 use lanyard_core::{Bundle, BundleSet, SpiffeId};
 use lanyard_e2e::bench::{
     CALL_TIMEOUT, CpuMeter, MAX_MESSAGE, Rng, Samples, ServerProcess, TRUST_DOMAIN, Table, fmt_dur,
-    fmt_rate, load_average, memory_kib, mib, rate, timed,
+    fmt_rate, load_average, memory_kib, mib, per_second, rate, timed,
 };
 use lanyard_e2e::node_client::{SimAgent, key_and_csr, parse_bundle};
 use lanyard_proto::admin::{self as admin_pb, admin_client::AdminClient};
@@ -867,46 +867,6 @@ struct BareRates {
     mint_one: f64,
     sign: f64,
     verify: f64,
-}
-
-/// Runs `op` for about `seconds` on `threads` threads; returns operations per second.
-fn per_second(
-    seconds: f64,
-    threads: usize,
-    op: impl Fn() -> anyhow::Result<()> + Sync,
-) -> anyhow::Result<f64> {
-    let budget = Duration::from_secs_f64(seconds);
-    let start = Instant::now();
-    let counts: Vec<anyhow::Result<usize>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut n = 0usize;
-                    // Bounded by time, checked every 32 operations.
-                    while start.elapsed() < budget {
-                        for _ in 0..32 {
-                            op()?;
-                        }
-                        n += 32;
-                    }
-                    anyhow::Ok(n)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a bare-rate thread panicked")))
-            })
-            .collect()
-    });
-    let took = start.elapsed();
-    let mut total = 0;
-    for count in counts {
-        total += count?;
-    }
-    Ok(rate(total, took))
 }
 
 fn bare_rates(ca: &BareCa, seconds: f64) -> anyhow::Result<BareRates> {

@@ -235,8 +235,9 @@ pub fn verify_stored_log(
 
 /// The leaf hashes the tiles vouch for: contiguous from 0, each tile's hashes reproducing its
 /// checkpoint's signed root. Stops at the first tile that does not (its hashes were edited, or
-/// a tile is missing); a checkpoint whose signature fails is an error.
-fn vouched_leaves(
+/// a tile is missing); a checkpoint whose signature fails is an error. The server rebuilds its
+/// view of the log from these at start, so that what it proves is what it signed.
+pub fn vouched_leaves(
     tiles: &[CheckpointTile],
     verifier: &CheckpointVerifier,
 ) -> Result<Vec<Hash>, LogError> {

@@ -285,3 +285,346 @@ fn proofs_from_before_an_edit_fail_after_it() {
         })
     ));
 }
+
+// === verify_stored_log ===
+
+/// Tiles at the given sizes (ascending), as the server stores them: each checkpoint with the leaf
+/// hashes of the records it added to the previous one.
+fn tiles(signer: &CheckpointSigner, records: &[AuditRecord], sizes: &[u64]) -> Vec<CheckpointTile> {
+    let leaves: Vec<Hash> = records.iter().map(AuditRecord::leaf_hash).collect();
+    let mut previous = 0;
+    sizes
+        .iter()
+        .map(|&n| {
+            let tile = CheckpointTile {
+                checkpoint: signer
+                    .sign(n, crate::audit::root_of(&leaves[..n as usize]))
+                    .unwrap(),
+                leaf_hashes: leaves[previous as usize..n as usize].to_vec(),
+            };
+            previous = n;
+            tile
+        })
+        .collect()
+}
+
+fn rows(records: &[AuditRecord]) -> Vec<StoredRecord> {
+    records.iter().cloned().map(StoredRecord::Record).collect()
+}
+
+/// `source`'s content under another seq: a row whose content was moved.
+fn moved(seq: u64, source: &AuditRecord) -> AuditRecord {
+    AuditRecord::new(
+        seq,
+        source.time(),
+        source.kind(),
+        source.actor(),
+        source.subject(),
+        source.details().clone(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn stored_log_untouched_verifies() {
+    let s = signer();
+    let records = log(20);
+    let mut ts = tiles(&s, &records, &[0, 3, 7, 12, 20]);
+    // Tiles may come in any order.
+    ts.reverse();
+    let verified = verify_stored_log(rows(&records), &ts, &s.verifier()).unwrap();
+    assert_eq!(
+        (
+            verified.size(),
+            verified.signed_size(),
+            verified.checkpoints()
+        ),
+        (20, 20, 5)
+    );
+    let leaves: Vec<Hash> = records.iter().map(AuditRecord::leaf_hash).collect();
+    assert_eq!(verified.root(), &crate::audit::root_of(&leaves));
+
+    assert_eq!(
+        verify_stored_log(rows(&records), &[], &s.verifier()).unwrap_err(),
+        LogError::NoCheckpoints
+    );
+}
+
+#[test]
+fn stored_log_records_after_the_last_checkpoint_are_unsigned_but_ok() {
+    let s = signer();
+    let records = log(20);
+    let ts = tiles(&s, &records, &[5, 20]);
+    let mut more = log(25);
+    let verified = verify_stored_log(rows(&more), &ts, &s.verifier()).unwrap();
+    assert_eq!((verified.size(), verified.signed_size()), (25, 20));
+    // Nothing vouches for the tail: an edit there is not detectable (yet).
+    more[22] = record(22, "tampered");
+    let verified = verify_stored_log(rows(&more), &ts, &s.verifier()).unwrap();
+    assert_eq!((verified.size(), verified.signed_size()), (25, 20));
+    // But seq continuity still holds there.
+    more.remove(22);
+    assert_eq!(
+        verify_stored_log(rows(&more), &ts, &s.verifier()).unwrap_err(),
+        LogError::UnexpectedSeq {
+            position: 22,
+            found: 23
+        }
+    );
+    // And a log shorter than its checkpoints is truncated.
+    assert_eq!(
+        verify_stored_log(rows(&records[..17]), &ts, &s.verifier()).unwrap_err(),
+        LogError::Truncated {
+            index: 1,
+            log_size: 17,
+            checkpoint_size: 20
+        }
+    );
+}
+
+#[test]
+fn stored_log_names_the_edited_record_exactly() {
+    let s = signer();
+    let records = log(20);
+    let ts = tiles(&s, &records, &[4, 8, 16, 20]);
+    for seq in [0, 4, 11, 15, 19] {
+        let mut edited = records.clone();
+        edited[seq as usize] = record(seq, "tampered");
+        let err = verify_stored_log(rows(&edited), &ts, &s.verifier()).unwrap_err();
+        assert_eq!(err, LogError::Changed { seq });
+        assert!(err.to_string().contains(&format!("record {seq} ")), "{err}");
+    }
+    // Two edits: the first in log order is named.
+    let mut edited = records;
+    edited[17] = record(17, "tampered");
+    edited[6] = record(6, "tampered");
+    assert_eq!(
+        verify_stored_log(rows(&edited), &ts, &s.verifier()),
+        Err(LogError::Changed { seq: 6 })
+    );
+}
+
+#[test]
+fn stored_log_names_the_edited_record_exactly_with_one_sparse_checkpoint() {
+    let s = signer();
+    let mut records = log(100);
+    let ts = tiles(&s, &records, &[100]);
+    records[37] = record(37, "tampered");
+    assert_eq!(
+        verify_stored_log(rows(&records), &ts, &s.verifier()),
+        Err(LogError::Changed { seq: 37 })
+    );
+    // verify_log alone can only name the window.
+    let cps: Vec<SignedCheckpoint> = ts.iter().map(|t| t.checkpoint.clone()).collect();
+    assert_eq!(
+        verify_log(records, &cps, &s.verifier()),
+        Err(LogError::Diverged {
+            index: 0,
+            checkpoint_size: 100,
+            first_suspect_seq: 0
+        })
+    );
+}
+
+#[test]
+fn stored_log_names_a_deleted_or_duplicated_record() {
+    let s = signer();
+    let records = log(20);
+    let ts = tiles(&s, &records, &[10, 20]);
+    let mut deleted = records.clone();
+    deleted.remove(6);
+    assert_eq!(
+        verify_stored_log(rows(&deleted), &ts, &s.verifier()),
+        Err(LogError::UnexpectedSeq {
+            position: 6,
+            found: 7
+        })
+    );
+    // The last record deleted: the log is shorter than its checkpoint.
+    assert!(matches!(
+        verify_stored_log(rows(&records[..19]), &ts, &s.verifier()),
+        Err(LogError::Truncated { log_size: 19, .. })
+    ));
+    let mut duplicated = records.clone();
+    duplicated.insert(3, records[2].clone());
+    assert_eq!(
+        verify_stored_log(rows(&duplicated), &ts, &s.verifier()),
+        Err(LogError::UnexpectedSeq {
+            position: 3,
+            found: 2
+        })
+    );
+}
+
+#[test]
+fn stored_log_names_the_first_of_two_swapped_records() {
+    let s = signer();
+    let records = log(20);
+    let ts = tiles(&s, &records, &[10, 20]);
+    // Rows 4 and 5 swap their seqs: the row read at seq 4 holds record 5's content.
+    let mut swapped = records.clone();
+    swapped[4] = moved(4, &records[5]);
+    swapped[5] = moved(5, &records[4]);
+    assert_eq!(
+        verify_stored_log(rows(&swapped), &ts, &s.verifier()),
+        Err(LogError::Changed { seq: 4 })
+    );
+    // Rows returned out of seq order.
+    let mut reordered = records;
+    reordered.swap(4, 5);
+    assert_eq!(
+        verify_stored_log(rows(&reordered), &ts, &s.verifier()),
+        Err(LogError::UnexpectedSeq {
+            position: 4,
+            found: 5
+        })
+    );
+}
+
+#[test]
+fn stored_log_names_an_invalid_row() {
+    let s = signer();
+    let records = log(20);
+    let ts = tiles(&s, &records, &[10, 20]);
+    let invalid = |seq| StoredRecord::Invalid {
+        seq,
+        reason: "details are not JSON".to_owned(),
+    };
+    let mut stored = rows(&records);
+    stored[9] = invalid(9);
+    assert_eq!(
+        verify_stored_log(stored.clone(), &ts, &s.verifier()),
+        Err(LogError::InvalidRecord {
+            seq: 9,
+            reason: "details are not JSON".to_owned()
+        })
+    );
+    // An invalid row in the unsigned tail is still reported.
+    let mut tail = rows(&log(25));
+    tail[22] = invalid(22);
+    assert!(matches!(
+        verify_stored_log(tail, &ts, &s.verifier()),
+        Err(LogError::InvalidRecord { seq: 22, .. })
+    ));
+    // An invalid row out of place is a seq problem first.
+    stored[9] = invalid(12);
+    assert_eq!(
+        verify_stored_log(stored, &ts, &s.verifier()),
+        Err(LogError::UnexpectedSeq {
+            position: 9,
+            found: 12
+        })
+    );
+    // An edit before the invalid row is reported first.
+    let mut stored = rows(&records);
+    stored[3] = StoredRecord::Record(record(3, "tampered"));
+    stored[9] = invalid(9);
+    assert_eq!(
+        verify_stored_log(stored, &ts, &s.verifier()),
+        Err(LogError::Changed { seq: 3 })
+    );
+}
+
+#[test]
+fn stored_log_with_edited_hashes_falls_back_to_the_window() {
+    let s = signer();
+    let records = log(20);
+    let mut ts = tiles(&s, &records, &[4, 8, 16, 20]);
+    // Record 11 is edited, and so is the hash stored for it (tile 8..16), to match.
+    let mut edited = records.clone();
+    edited[11] = record(11, "tampered");
+    ts[2].leaf_hashes[11 - 8] = edited[11].leaf_hash();
+    assert_eq!(
+        verify_stored_log(rows(&edited), &ts, &s.verifier()),
+        Err(LogError::Diverged {
+            index: 2,
+            checkpoint_size: 16,
+            first_suspect_seq: 8
+        })
+    );
+    // The forged tile vouches for nothing, nor do the ones after it: an edit to 18 is named by
+    // window too, not as a (false or true) Changed.
+    let mut edited = records.clone();
+    edited[18] = record(18, "tampered");
+    assert_eq!(
+        verify_stored_log(rows(&edited), &ts, &s.verifier()),
+        Err(LogError::Diverged {
+            index: 3,
+            checkpoint_size: 20,
+            first_suspect_seq: 16
+        })
+    );
+    // Tiles before the forged one still vouch.
+    let mut edited = records.clone();
+    edited[5] = record(5, "tampered");
+    assert_eq!(
+        verify_stored_log(rows(&edited), &ts, &s.verifier()),
+        Err(LogError::Changed { seq: 5 })
+    );
+    // The records themselves intact: the signed roots are the truth, and the log verifies.
+    let verified = verify_stored_log(rows(&records), &ts, &s.verifier()).unwrap();
+    assert_eq!(verified.signed_size(), 20);
+    // Stored hashes of the wrong length are ignored the same way.
+    let mut ts = tiles(&s, &records, &[4, 8, 16, 20]);
+    ts[2].leaf_hashes.pop();
+    let mut edited = records;
+    edited[11] = record(11, "tampered");
+    assert!(matches!(
+        verify_stored_log(rows(&edited), &ts, &s.verifier()),
+        Err(LogError::Diverged {
+            checkpoint_size: 16,
+            first_suspect_seq: 8,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn stored_log_tiles_stop_vouching_at_a_gap() {
+    let s = signer();
+    let records = log(20);
+    let mut ts = tiles(&s, &records, &[4, 8, 16, 20]);
+    // The checkpoint row at size 8 is missing: the tile at 16 holds hashes for 8..16 only.
+    ts.remove(1);
+    let edit = |seq: u64| {
+        let mut edited = records.clone();
+        edited[seq as usize] = record(seq, "tampered");
+        verify_stored_log(rows(&edited), &ts, &s.verifier())
+    };
+    assert_eq!(edit(2), Err(LogError::Changed { seq: 2 }));
+    assert_eq!(
+        edit(11),
+        Err(LogError::Diverged {
+            index: 1,
+            checkpoint_size: 16,
+            first_suspect_seq: 4
+        })
+    );
+    assert_eq!(
+        edit(18),
+        Err(LogError::Diverged {
+            index: 2,
+            checkpoint_size: 20,
+            first_suspect_seq: 16
+        })
+    );
+    // Untouched, the log still verifies against the checkpoints left.
+    let verified = verify_stored_log(rows(&records), &ts, &s.verifier()).unwrap();
+    assert_eq!((verified.checkpoints(), verified.signed_size()), (3, 20));
+}
+
+#[test]
+fn stored_log_refuses_a_checkpoint_signed_by_another_key() {
+    let s = signer();
+    let records = log(20);
+    let mut ts = tiles(&s, &records, &[4, 8, 16, 20]);
+    ts[2] = tiles(&signer(), &records, &[8, 16]).pop().unwrap();
+    assert_eq!(
+        verify_stored_log(rows(&records), &ts, &s.verifier()),
+        Err(LogError::Checkpoint {
+            index: 2,
+            size: 16,
+            source: NoteError::NoKnownSignature
+        })
+    );
+}
