@@ -6,6 +6,7 @@
 //! SQL text is built only from constants in this crate; every value goes in as a bound argument.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
@@ -16,14 +17,22 @@ use crate::Backend;
 /// A connection pool of either backend.
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
-    Sqlite(SqlitePool),
+    /// With the lock every write transaction holds: SQLite has one writer at a time, and
+    /// writers queued here wait their turn in order, where writers contending in SQLite would
+    /// back off in its busy handler (sleeps of 1 to 100 ms), which at 50 concurrent writers cut
+    /// the append rate to a third (`task-load`, docs/benchmarks.md).
+    Sqlite(SqlitePool, Arc<tokio::sync::Mutex<()>>),
     Postgres(PgPool),
 }
 
 /// An open transaction; rolled back when dropped without [`Tx::commit`].
 #[derive(Debug)]
 pub(crate) enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+    /// A write transaction holds the pool's writer lock until it ends.
+    Sqlite(
+        Transaction<'static, Sqlite>,
+        Option<tokio::sync::OwnedMutexGuard<()>>,
+    ),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -224,7 +233,7 @@ fn sqlite_positional(
 impl Pool {
     pub(crate) fn backend(&self) -> Backend {
         match self {
-            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Sqlite(..) => Backend::Sqlite,
             Self::Postgres(_) => Backend::Postgres,
         }
     }
@@ -232,14 +241,14 @@ impl Pool {
     /// Runs one statement in its own (implicit) transaction; returns the rows it changed.
     pub(crate) async fn execute(&self, stmt: Stmt) -> Result<u64, sqlx::Error> {
         match self {
-            Self::Sqlite(pool) => run!(sqlite pool, stmt, execute).map(|r| r.rows_affected()),
+            Self::Sqlite(pool, _) => run!(sqlite pool, stmt, execute).map(|r| r.rows_affected()),
             Self::Postgres(pool) => run!(pg pool, stmt, execute).map(|r| r.rows_affected()),
         }
     }
 
     pub(crate) async fn fetch_all(&self, stmt: Stmt) -> Result<Vec<Row>, sqlx::Error> {
         match self {
-            Self::Sqlite(pool) => run!(sqlite pool, stmt, fetch_all)
+            Self::Sqlite(pool, _) => run!(sqlite pool, stmt, fetch_all)
                 .map(|rows| rows.into_iter().map(Row::Sqlite).collect()),
             Self::Postgres(pool) => run!(pg pool, stmt, fetch_all)
                 .map(|rows| rows.into_iter().map(Row::Postgres).collect()),
@@ -248,7 +257,7 @@ impl Pool {
 
     pub(crate) async fn fetch_optional(&self, stmt: Stmt) -> Result<Option<Row>, sqlx::Error> {
         match self {
-            Self::Sqlite(pool) => {
+            Self::Sqlite(pool, _) => {
                 run!(sqlite pool, stmt, fetch_optional).map(|r| r.map(Row::Sqlite))
             }
             Self::Postgres(pool) => {
@@ -262,7 +271,11 @@ impl Pool {
     /// PostgreSQL: READ COMMITTED; writers that must be ordered take a counter row lock first.
     pub(crate) async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
         match self {
-            Self::Sqlite(pool) => pool.begin_with("BEGIN IMMEDIATE").await.map(Tx::Sqlite),
+            Self::Sqlite(pool, writer) => {
+                let turn = writer.clone().lock_owned().await;
+                let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                Ok(Tx::Sqlite(tx, Some(turn)))
+            }
             Self::Postgres(pool) => pool.begin().await.map(Tx::Postgres),
         }
     }
@@ -271,7 +284,7 @@ impl Pool {
     pub(crate) async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
         match self {
             // In WAL mode a deferred transaction reads one snapshot from its first read on.
-            Self::Sqlite(pool) => pool.begin().await.map(Tx::Sqlite),
+            Self::Sqlite(pool, _) => pool.begin().await.map(|tx| Tx::Sqlite(tx, None)),
             Self::Postgres(pool) => pool
                 .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 .await
@@ -281,7 +294,7 @@ impl Pool {
 
     pub(crate) async fn close(&self) {
         match self {
-            Self::Sqlite(pool) => pool.close().await,
+            Self::Sqlite(pool, _) => pool.close().await,
             Self::Postgres(pool) => pool.close().await,
         }
     }
@@ -292,14 +305,14 @@ impl Pool {
 impl Tx {
     pub(crate) async fn execute(&mut self, stmt: Stmt) -> Result<u64, sqlx::Error> {
         match self {
-            Self::Sqlite(tx) => run!(sqlite &mut **tx, stmt, execute).map(|r| r.rows_affected()),
+            Self::Sqlite(tx, _) => run!(sqlite &mut **tx, stmt, execute).map(|r| r.rows_affected()),
             Self::Postgres(tx) => run!(pg &mut **tx, stmt, execute).map(|r| r.rows_affected()),
         }
     }
 
     pub(crate) async fn fetch_all(&mut self, stmt: Stmt) -> Result<Vec<Row>, sqlx::Error> {
         match self {
-            Self::Sqlite(tx) => run!(sqlite &mut **tx, stmt, fetch_all)
+            Self::Sqlite(tx, _) => run!(sqlite &mut **tx, stmt, fetch_all)
                 .map(|rows| rows.into_iter().map(Row::Sqlite).collect()),
             Self::Postgres(tx) => run!(pg &mut **tx, stmt, fetch_all)
                 .map(|rows| rows.into_iter().map(Row::Postgres).collect()),
@@ -308,7 +321,7 @@ impl Tx {
 
     pub(crate) async fn fetch_optional(&mut self, stmt: Stmt) -> Result<Option<Row>, sqlx::Error> {
         match self {
-            Self::Sqlite(tx) => {
+            Self::Sqlite(tx, _) => {
                 run!(sqlite &mut **tx, stmt, fetch_optional).map(|r| r.map(Row::Sqlite))
             }
             Self::Postgres(tx) => {
@@ -319,7 +332,7 @@ impl Tx {
 
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            Self::Sqlite(tx) => tx.commit().await,
+            Self::Sqlite(tx, _turn) => tx.commit().await,
             Self::Postgres(tx) => tx.commit().await,
         }
     }

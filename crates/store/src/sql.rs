@@ -198,7 +198,7 @@ async fn open_sqlite(config: &StoreConfig, path: &str) -> Result<Pool> {
             url: redact_url(&config.url),
             source,
         })?;
-    Ok(Pool::Sqlite(pool))
+    Ok(Pool::Sqlite(pool, Arc::default()))
 }
 
 /// Creates the database file readable by its owner only, if it does not exist; SQLite gives its
@@ -264,7 +264,7 @@ async fn migrate(pool: &Pool) -> Result<(), sqlx::migrate::MigrateError> {
     // PostgreSQL: sqlx holds an advisory lock while migrating, so servers starting together on
     // one database apply each migration once.
     match pool {
-        Pool::Sqlite(pool) => migrator.run(pool).await,
+        Pool::Sqlite(pool, _) => migrator.run(pool).await,
         Pool::Postgres(pool) => migrator.run(pool).await,
     }
 }

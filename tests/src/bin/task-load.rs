@@ -268,17 +268,29 @@ async fn audit_appends(
 /// bench workload; the others grant other operations on other tools to other workloads, as a
 /// large deployment's policies would.
 fn write_policies(dir: &Path, count: usize) -> anyhow::Result<()> {
+    /// Policies per file: the server reads at most 1 MiB per file.
+    const PER_FILE: usize = 1000;
     std::fs::create_dir_all(dir)?;
     let mut text = format!(
         "@id(\"grant\")\n@max_ttl(\"5m\")\npermit(principal == Workload::\"{WORKLOAD}\", action == Action::\"read\", resource == Tool::\"{TOOL}\")\nwhen {{ principal.trust_domain == \"{TRUST_DOMAIN}\" }};\n"
     );
     for i in 1..count {
+        if i % PER_FILE == 0 {
+            std::fs::write(
+                dir.join(format!("bench-{:03}.cedar", i / PER_FILE - 1)),
+                &text,
+            )?;
+            text.clear();
+        }
         text.push_str(&format!(
             "permit(principal == Workload::\"spiffe://{TRUST_DOMAIN}/svc-{i}\", action == Action::\"op-{}\", resource == Tool::\"tool-{i}\")\nwhen {{ context.ttl_seconds <= 600 }};\n",
             i % 100
         ));
     }
-    std::fs::write(dir.join("bench.cedar"), text)?;
+    std::fs::write(
+        dir.join(format!("bench-{:03}.cedar", count / PER_FILE)),
+        text,
+    )?;
     Ok(())
 }
 
