@@ -14,6 +14,7 @@ use tonic::transport::Channel;
 
 use crate::duration::{HumanDuration, format_duration};
 use crate::output::{OutputFormat, print_json, table};
+use crate::output::{out, outln};
 use crate::{pem, uds};
 
 /// Flags every admin command takes.
@@ -287,7 +288,7 @@ fn print_entries(entries: &[pb::Entry], output: OutputFormat) -> anyhow::Result<
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(
             &[
@@ -334,7 +335,7 @@ fn print_entry(entry: &pb::Entry, output: OutputFormat) -> anyhow::Result<()> {
         ("Expires at", unix_time(entry.expires_at)),
     ];
     for (key, value) in rows {
-        println!("{key:<15} {value}");
+        outln!("{key:<15} {value}");
     }
     Ok(())
 }
@@ -434,7 +435,7 @@ pub(crate) async fn entry(command: EntryCommand, opts: &AdminOpts) -> anyhow::Re
             for (id, status) in ids.iter().zip(&response.results) {
                 if status.code == 0 {
                     if opts.output == OutputFormat::Text {
-                        println!("deleted {id}");
+                        outln!("deleted {id}");
                     }
                 } else {
                     failed.push(format!("{id}: {}", status.message));
@@ -466,16 +467,16 @@ pub(crate) async fn token(command: TokenCommand, opts: &AdminOpts) -> anyhow::Re
     match opts.output {
         OutputFormat::Json => print_json(&token),
         OutputFormat::Text => {
-            println!("Token:       {}", token.token);
-            println!("Token id:    {}", token.token_id);
-            println!("Expires at:  {}", unix_time(token.expires_at));
+            outln!("Token:       {}", token.token);
+            outln!("Token id:    {}", token.token_id);
+            outln!("Expires at:  {}", unix_time(token.expires_at));
             if token.alias_entry_id.is_empty() {
                 if !token.spiffe_id.is_empty() {
-                    println!("SPIFFE ID:   {}", token.spiffe_id);
+                    outln!("SPIFFE ID:   {}", token.spiffe_id);
                 }
             } else {
-                println!("Node alias:  {}", token.spiffe_id);
-                println!("Alias entry: {}", token.alias_entry_id);
+                outln!("Node alias:  {}", token.spiffe_id);
+                outln!("Alias entry: {}", token.alias_entry_id);
             }
             Ok(())
         }
@@ -498,7 +499,7 @@ fn print_agents(agents: &[pb::Agent], output: OutputFormat) -> anyhow::Result<()
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(
             &[
@@ -561,7 +562,7 @@ pub(crate) async fn agent(command: AgentAdminCommand) -> anyhow::Result<()> {
                 spiffe_id: spiffe_id.to_string(),
             };
             client.evict_agent(request).await.map_err(rpc_error)?;
-            println!("evicted {spiffe_id}");
+            outln!("evicted {spiffe_id}");
             Ok(())
         }
         AgentAdminCommand::Ban { spiffe_id, .. } => {
@@ -603,7 +604,7 @@ fn print_bundles(bundles: &[pb::Bundle], output: OutputFormat) -> anyhow::Result
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(&["TRUST DOMAIN", "SEQUENCE", "X509 AUTHORITIES"], &rows)
     );
@@ -621,11 +622,11 @@ pub(crate) async fn bundle(command: BundleCommand, opts: &AdminOpts) -> anyhow::
                 .into_inner();
             match (opts.output, format) {
                 (OutputFormat::Json, _) | (_, BundleFormat::Spiffe) => {
-                    println!("{}", bundle.spiffe_json)
+                    outln!("{}", bundle.spiffe_json)
                 }
                 (OutputFormat::Text, BundleFormat::Pem) => {
                     for der in &bundle.x509_authorities {
-                        print!("{}", pem::encode("CERTIFICATE", der));
+                        out!("{}", pem::encode("CERTIFICATE", der));
                     }
                 }
             }
@@ -665,7 +666,7 @@ pub(crate) async fn bundle(command: BundleCommand, opts: &AdminOpts) -> anyhow::
                 .delete_federated_bundle(request)
                 .await
                 .map_err(rpc_error)?;
-            println!("deleted the bundle of {trust_domain}");
+            outln!("deleted the bundle of {trust_domain}");
             Ok(())
         }
     }
@@ -706,16 +707,16 @@ pub(crate) async fn x509_mint(args: X509MintArgs, opts: &AdminOpts) -> anyhow::R
             "written_to": args.write,
         })),
         (OutputFormat::Text, Some(dir)) => {
-            println!("SPIFFE ID:  {}", args.spiffe_id);
-            println!("Expires at: {}", unix_time(svid.expires_at));
-            println!(
+            outln!("SPIFFE ID:  {}", args.spiffe_id);
+            outln!("Expires at: {}", unix_time(svid.expires_at));
+            outln!(
                 "Wrote svid.pem, svid.key and bundle.pem to {}",
                 dir.display()
             );
             Ok(())
         }
         (OutputFormat::Text, None) => {
-            print!("{chain_pem}{key_pem}");
+            out!("{chain_pem}{key_pem}");
             Ok(())
         }
     }
@@ -766,7 +767,7 @@ pub(crate) async fn jwt_mint(args: JwtMintArgs, opts: &AdminOpts) -> anyhow::Res
     match opts.output {
         OutputFormat::Json => print_json(&svid),
         OutputFormat::Text => {
-            println!("{}", svid.token);
+            outln!("{}", svid.token);
             Ok(())
         }
     }
@@ -782,18 +783,18 @@ pub(crate) async fn server_healthcheck(opts: &AdminOpts) -> anyhow::Result<()> {
     if opts.output == OutputFormat::Json {
         print_json(&health)?;
     } else {
-        println!("Trust domain: {}", health.trust_domain);
-        println!(
+        outln!("Trust domain: {}", health.trust_domain);
+        outln!(
             "Datastore:    {}",
             if health.store_ok { "ok" } else { "FAILING" }
         );
-        println!(
+        outln!(
             "CA:           {}",
             if health.ca_ok { "ok" } else { "FAILING" }
         );
-        println!("Entries:      {}", health.entries);
-        println!("Agents:       {}", health.agents);
-        println!("CA expires:   {}", unix_time(health.ca_expires_at));
+        outln!("Entries:      {}", health.entries);
+        outln!("Agents:       {}", health.agents);
+        outln!("CA expires:   {}", unix_time(health.ca_expires_at));
     }
     if !(health.store_ok && health.ca_ok) {
         bail!("server is not healthy");

@@ -21,6 +21,7 @@ use tonic::transport::Channel;
 use crate::admin::{AdminOpts, client, rpc_error};
 use crate::duration::HumanDuration;
 use crate::output::{OutputFormat, print_json, table};
+use crate::output::{out, outln};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
@@ -220,7 +221,7 @@ async fn list(filter: ListArgs, opts: &AdminOpts) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(
             &["SEQ", "TIME", "KIND", "ACTOR", "SUBJECT", "DETAILS"],
@@ -365,7 +366,7 @@ async fn verify(
     if opts.output == OutputFormat::Json {
         print_json(&summary)?;
     } else if let Ok(verified) = &result {
-        println!(
+        outln!(
             "ok: {} records; {} checkpoints by {} verified; records up to {} are signed",
             verified.size(),
             verified.checkpoints(),
@@ -494,7 +495,7 @@ fn check_proof(file: &std::path::Path, key: Option<&str>) -> anyhow::Result<()> 
             checkpoint.size()
         );
     }
-    println!(
+    outln!(
         "ok: record {} is in the log signed by {} at size {}{}",
         record.seq(),
         verifier.name(),

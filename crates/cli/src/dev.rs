@@ -13,6 +13,7 @@ use lanyard_proto::admin::{self as pb, admin_client::AdminClient};
 use lanyard_server::ServerConfig;
 use tokio::sync::watch;
 
+use crate::output::outln;
 use crate::uds;
 
 #[derive(Debug, Args)]
@@ -197,26 +198,26 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     .with_node_attestor(NodeAttestorConfig::JoinToken(token.parse::<JoinToken>()?));
     let mut agent = tokio::spawn(lanyard_agent::run(agent_config, stopped(stop_rx)));
 
-    println!(
+    outln!(
         "lanyard dev is running (Ctrl-C to stop); state in {}",
         dir.display()
     );
-    println!("  trust domain:  {td}");
-    println!("  your identity: {user_id} (for processes with {selector})");
-    println!();
-    println!("In another shell:");
-    println!(
+    outln!("  trust domain:  {td}");
+    outln!("  your identity: {user_id} (for processes with {selector})");
+    outln!();
+    outln!("In another shell:");
+    outln!(
         "  export SPIFFE_ENDPOINT_SOCKET=unix://{}",
         workload_socket.display()
     );
-    println!("  export LANYARD_ADMIN_SOCKET={}", admin_socket.display());
-    println!("  lanyard x509 fetch");
-    println!();
-    println!(
+    outln!("  export LANYARD_ADMIN_SOCKET={}", admin_socket.display());
+    outln!("  lanyard x509 fetch");
+    outln!();
+    outln!(
         "Task credentials are decided by the example policy in {} (tool \"tickets\": read, list):",
         policy_file.display()
     );
-    println!("  lanyard task begin --audience tickets --op read --purpose 'triage'");
+    outln!("  lanyard task begin --audience tickets --op read --purpose 'triage'");
 
     let outcome = tokio::select! {
         () = crate::shutdown_signal() => Ok(()),

@@ -12,6 +12,7 @@ use lanyard_proto::admin as pb;
 
 use crate::admin::{AdminOpts, client, rpc_error};
 use crate::output::{OutputFormat, print_json, table};
+use crate::output::{out, outln};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PolicyCommand {
@@ -82,6 +83,16 @@ fn check(paths: &[PathBuf], output: OutputFormat) -> anyhow::Result<()> {
             files.push(read_policy_file(path)?);
         }
     }
+    if files.is_empty() {
+        bail!(
+            "no .cedar files in {}",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     match lanyard_policy::PolicyBundle::load(&files) {
         Ok(bundle) => {
             if output == OutputFormat::Json {
@@ -91,9 +102,9 @@ fn check(paths: &[PathBuf], output: OutputFormat) -> anyhow::Result<()> {
                     "policy_ids": bundle.policy_ids(),
                 }));
             }
-            println!("ok: {} policies in {} files", bundle.len(), files.len());
+            outln!("ok: {} policies in {} files", bundle.len(), files.len());
             for id in bundle.policy_ids() {
-                println!("  {id}");
+                outln!("  {id}");
             }
             Ok(())
         }
@@ -149,7 +160,7 @@ async fn reload(opts: &AdminOpts) -> anyhow::Result<()> {
     if opts.output == OutputFormat::Json {
         return print_json(&loaded);
     }
-    println!(
+    outln!(
         "reloaded: {} policies from {} files",
         loaded.policy_ids.len(),
         loaded.files.len()
@@ -174,7 +185,7 @@ async fn test(args: TestArgs, opts: &AdminOpts) -> anyhow::Result<()> {
     if opts.output == OutputFormat::Json {
         return print_json(&decision);
     }
-    println!("{}", if decision.allowed { "ALLOW" } else { "DENY" });
+    outln!("{}", if decision.allowed { "ALLOW" } else { "DENY" });
     let rows: Vec<Vec<String>> = decision
         .operations
         .iter()
@@ -186,6 +197,6 @@ async fn test(args: TestArgs, opts: &AdminOpts) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!("{}", table(&["ACTION", "OUTCOME", "POLICIES"], &rows));
+    out!("{}", table(&["ACTION", "OUTCOME", "POLICIES"], &rows));
     Ok(())
 }

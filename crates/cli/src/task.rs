@@ -11,6 +11,7 @@ use lanyard_workload::SecurityHeader;
 use crate::admin::{AdminOpts, client, rpc_error, unix_time};
 use crate::duration::HumanDuration;
 use crate::output::{OutputFormat, print_json, table};
+use crate::output::{out, outln};
 use crate::workload::SocketOpts;
 
 #[derive(Debug, Subcommand)]
@@ -104,13 +105,13 @@ async fn begin(args: BeginArgs, opts: &SocketOpts) -> anyhow::Result<()> {
         return print_json(&response);
     }
     let task = response.task.unwrap_or_default();
-    println!("Task:       {}", task.id);
-    println!("SPIFFE ID:  {}", task.spiffe_id);
-    println!("Audience:   {}", task.audience);
-    println!("Operations: {}", task.operations.join(", "));
-    println!("Expires:    {}", unix_time(task.expires_at));
-    println!("Policies:   {}", task.policy_ids.join(", "));
-    println!("Token:      {}", response.token);
+    outln!("Task:       {}", task.id);
+    outln!("SPIFFE ID:  {}", task.spiffe_id);
+    outln!("Audience:   {}", task.audience);
+    outln!("Operations: {}", task.operations.join(", "));
+    outln!("Expires:    {}", unix_time(task.expires_at));
+    outln!("Policies:   {}", task.policy_ids.join(", "));
+    outln!("Token:      {}", response.token);
     Ok(())
 }
 
@@ -157,7 +158,7 @@ async fn list(
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(
             &["ID", "SPIFFE ID", "AUDIENCE", "OPERATIONS", "EXPIRES"],
@@ -177,18 +178,18 @@ async fn show(id: String, opts: &AdminOpts) -> anyhow::Result<()> {
     if opts.output == OutputFormat::Json {
         return print_json(&task);
     }
-    println!("Task:       {}", task.id);
-    println!("SPIFFE ID:  {}", task.spiffe_id);
-    println!("Audience:   {}", task.audience);
-    println!("Operations: {}", task.operations.join(", "));
-    println!("Purpose:    {}", task.purpose);
-    println!("For:        {}", task.on_behalf_of);
-    println!("Policies:   {}", task.policy_ids.join(", "));
-    println!("Token id:   {}", task.token_id);
-    println!("Issued:     {}", unix_time(task.issued_at));
-    println!("Expires:    {}", unix_time(task.expires_at));
+    outln!("Task:       {}", task.id);
+    outln!("SPIFFE ID:  {}", task.spiffe_id);
+    outln!("Audience:   {}", task.audience);
+    outln!("Operations: {}", task.operations.join(", "));
+    outln!("Purpose:    {}", task.purpose);
+    outln!("For:        {}", task.on_behalf_of);
+    outln!("Policies:   {}", task.policy_ids.join(", "));
+    outln!("Token id:   {}", task.token_id);
+    outln!("Issued:     {}", unix_time(task.issued_at));
+    outln!("Expires:    {}", unix_time(task.expires_at));
     if task.ended_at > 0 {
-        println!("Ended:      {}", unix_time(task.ended_at));
+        outln!("Ended:      {}", unix_time(task.ended_at));
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use lanyard_workload::{WorkloadClient, X509Context};
 use crate::admin::write_svid_files;
 use crate::duration::format_duration;
 use crate::output::{OutputFormat, print_json, table};
+use crate::output::{out, outln};
 use crate::pem;
 
 /// Where the Workload API is, for every client command.
@@ -143,7 +144,7 @@ fn print_context(context: &X509Context, output: OutputFormat) -> anyhow::Result<
             ]
         })
         .collect();
-    print!("{}", table(&["SPIFFE ID", "HINT", "EXPIRES"], &rows));
+    out!("{}", table(&["SPIFFE ID", "HINT", "EXPIRES"], &rows));
     Ok(())
 }
 
@@ -169,7 +170,7 @@ pub(crate) async fn x509_fetch(args: X509FetchArgs, opts: &SocketOpts) -> anyhow
     }
     print_context(&context, opts.output)?;
     if let (Some(dir), OutputFormat::Text) = (&args.write, opts.output) {
-        println!(
+        outln!(
             "Wrote svid.pem, svid.key and bundle.pem to {}",
             dir.display()
         );
@@ -247,7 +248,7 @@ pub(crate) async fn jwt_fetch(args: JwtFetchArgs, opts: &SocketOpts) -> anyhow::
         ),
         OutputFormat::Text => {
             for svid in &svids {
-                println!("{}", svid.token);
+                outln!("{}", svid.token);
             }
             Ok(())
         }
@@ -267,7 +268,7 @@ pub(crate) async fn jwt_validate(args: JwtValidateArgs, opts: &SocketOpts) -> an
             "claims": validated.claims,
         })),
         OutputFormat::Text => {
-            println!("valid: {}", validated.spiffe_id);
+            outln!("valid: {}", validated.spiffe_id);
             Ok(())
         }
     }
@@ -278,12 +279,12 @@ pub(crate) async fn agent_healthcheck(opts: &SocketOpts) -> anyhow::Result<()> {
     // serve: either way it is up. Only a dead socket or an internal failure is unhealthy.
     let result = opts.client().await?.fetch_x509_bundles().await;
     match result {
-        Ok(_) => println!("agent is healthy"),
+        Ok(_) => outln!("agent is healthy"),
         Err(e)
             if e.status()
                 .is_some_and(|s| s.code() == tonic::Code::PermissionDenied) =>
         {
-            println!("agent is healthy (this caller has no identity)")
+            outln!("agent is healthy (this caller has no identity)")
         }
         Err(e) => return Err(e).context("agent is not healthy"),
     }

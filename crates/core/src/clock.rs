@@ -67,10 +67,27 @@ mod manual {
     }
 }
 
+/// A time for an error message: whole seconds since the Unix epoch, which every log reader can
+/// turn into a date (a `SystemTime`'s `Debug` prints its internals).
+pub(crate) fn unix_time(at: &SystemTime) -> String {
+    match at.duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => format!("Unix time {}", since.as_secs()),
+        Err(_) => "a time before 1970".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn error_messages_give_times_as_unix_seconds() {
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(1_796_526_245_900);
+        assert_eq!(unix_time(&at), "Unix time 1796526245");
+        let before = std::time::UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(unix_time(&before), "a time before 1970");
+    }
 
     #[test]
     fn manual_clock_moves_only_when_told() {

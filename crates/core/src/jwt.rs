@@ -143,11 +143,11 @@ pub enum JwtSvidError {
     MissingExp,
     #[error("`exp` is not a representable NumericDate")]
     InvalidExp,
-    #[error("token expired at {exp:?}")]
+    #[error("token expired at {}", crate::clock::unix_time(exp))]
     Expired { exp: SystemTime },
     #[error("`nbf` is not a representable NumericDate")]
     InvalidNbf,
-    #[error("token is not valid before {nbf:?}")]
+    #[error("token is not valid before {}", crate::clock::unix_time(nbf))]
     NotYetValid { nbf: SystemTime },
 }
 

@@ -89,9 +89,9 @@ pub enum X509SvidError {
         "certificate {index} of the chain is a signing certificate with a path in its SPIFFE ID {id}"
     )]
     IntermediateIdHasPath { index: usize, id: SpiffeId },
-    #[error("the leaf expired at {not_after:?}")]
+    #[error("the leaf expired at {}", crate::clock::unix_time(not_after))]
     Expired { not_after: SystemTime },
-    #[error("the leaf is not valid before {not_before:?}")]
+    #[error("the leaf is not valid before {}", crate::clock::unix_time(not_before))]
     NotYetValid { not_before: SystemTime },
     #[error("an intermediate certificate of the chain has expired")]
     IntermediateExpired,
