@@ -465,27 +465,37 @@ impl ServerProcess {
 
     /// The last 20 lines of the server's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        log_tail(&self.log)
     }
 
     /// SIGTERM, then SIGKILL if it has not exited in 30 s.
     pub async fn stop(mut self) {
-        let pid = i32::try_from(self.pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw);
-        if let Some(pid) = pid {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        match tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(Ok(status)) => eprintln!("the server exited with {status}:\n{}", self.log_tail()),
-            Ok(Err(e)) => eprintln!("waiting for the server: {e}"),
-            Err(_) => {
-                eprintln!("the server did not stop in 30 s after SIGTERM; killing it");
-                let _ = self.child.kill().await;
-            }
+        stop_child(&mut self.child, self.pid, "server", &self.log).await;
+    }
+}
+
+/// The last 20 lines of a process's log file.
+fn log_tail(log: &Path) -> String {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// SIGTERM, then SIGKILL if the process has not exited in 30 s; says so if it failed.
+async fn stop_child(child: &mut tokio::process::Child, pid: u32, name: &str, log: &Path) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => eprintln!("the {name} exited with {status}:\n{}", log_tail(log)),
+        Ok(Err(e)) => eprintln!("waiting for the {name}: {e}"),
+        Err(_) => {
+            eprintln!("the {name} did not stop in 30 s after SIGTERM; killing it");
+            let _ = child.kill().await;
         }
     }
 }
@@ -607,24 +617,11 @@ impl AgentProcess {
 
     /// The last lines of the agent's log.
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        log_tail(&self.log)
     }
 
     /// SIGTERM, then SIGKILL if it has not exited in 30 s.
     pub async fn stop(mut self) {
-        if let Some(pid) = i32::try_from(self.pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
+        stop_child(&mut self.child, self.pid, "agent", &self.log).await;
     }
 }

@@ -13,6 +13,8 @@
 pub mod agent_process;
 pub mod bench;
 pub mod node_client;
+pub mod postgres;
+pub mod python;
 pub mod workload;
 
 use std::path::{Path, PathBuf};

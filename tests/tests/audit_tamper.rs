@@ -9,8 +9,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use lanyard_e2e::postgres::FreshDatabase;
 use lanyard_e2e::{CliOutput, Server, lanyard, wait_for};
 use serde_json::Value;
 use sqlx::Connection as _;
@@ -30,7 +31,7 @@ enum Arg {
 struct Backend {
     runtime: tokio::runtime::Runtime,
     /// None: SQLite in the server's data directory.
-    postgres: Option<Database>,
+    postgres: Option<FreshDatabase>,
     /// Set once the server has started.
     url: Option<String>,
 }
@@ -46,7 +47,9 @@ impl Backend {
 
     fn postgres(admin_url: &str) -> Self {
         let runtime = runtime();
-        let db = runtime.block_on(Database::create(admin_url));
+        let db = runtime
+            .block_on(FreshDatabase::create(admin_url, "lanyard_audit"))
+            .unwrap();
         Self {
             runtime,
             postgres: Some(db),
@@ -167,61 +170,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-/// A fresh database on the test server; dropped (best effort) by [`Drop`].
-struct Database {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create(admin_url: &str) -> Self {
-        use std::hash::{BuildHasher as _, Hasher as _};
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos(),
-        );
-        let name = format!("lanyard_audit_{:016x}", hasher.finish());
-        let mut conn = sqlx::PgConnection::connect(admin_url).await.unwrap();
-        // `name` is made here of hex digits only.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url, |(base, _)| base);
-        Self {
-            admin_url: admin_url.to_owned(),
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        // The server is gone by now (it is dropped first); drop the database on a fresh runtime.
-        let _ = std::thread::spawn(move || {
-            runtime().block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 /// `lanyard audit verify --output json`: the summary, checked against the exit status.

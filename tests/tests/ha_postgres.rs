@@ -7,80 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use lanyard_core::BundleSet;
 use lanyard_e2e::node_client::{SimAgent, key_and_csr, parse_bundle};
+use lanyard_e2e::postgres::FreshDatabase;
 use lanyard_e2e::{Server, wait_for};
 use lanyard_proto::node as pb;
-use sqlx::Connection as _;
-
-/// A fresh database on the test server; dropped (best effort) by [`Drop`].
-struct Database {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create(admin_url: &str) -> Self {
-        let mut suffix = [0u8; 6];
-        getrandom_bytes(&mut suffix);
-        let name = format!(
-            "lanyard_ha_{}",
-            suffix
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        );
-        let mut conn = sqlx::PgConnection::connect(admin_url).await.unwrap();
-        // `name` is made here of hex digits only.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url, |(base, _)| base);
-        Self {
-            admin_url: admin_url.to_owned(),
-            url: format!("{base}/{name}"),
-            name,
-        }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        // The servers are gone by now (they are dropped first); drop the database on a fresh runtime.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().unwrap();
-            runtime.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn getrandom_bytes(buf: &mut [u8]) {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    for chunk in buf.chunks_mut(8) {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos(),
-        );
-        let bytes = hasher.finish().to_le_bytes();
-        chunk.copy_from_slice(&bytes[..chunk.len()]);
-    }
-}
 
 fn roots(server: &Server) -> usize {
     let json = server
@@ -99,7 +28,9 @@ async fn two_servers_share_one_bundle_and_one_set_of_entries() {
         eprintln!("skipped: LANYARD_TEST_POSTGRES is not set");
         return;
     };
-    let db = Database::create(&admin_url).await;
+    let db = FreshDatabase::create(&admin_url, "lanyard_ha")
+        .await
+        .unwrap();
     let a = Server::start_with(&["--datastore", &db.url]);
     let b = Server::start_with(&["--datastore", &db.url]);
 
@@ -209,7 +140,9 @@ async fn an_agent_evicted_through_one_server_loses_its_stream_on_every_server() 
         eprintln!("skipped: LANYARD_TEST_POSTGRES is not set");
         return;
     };
-    let db = Database::create(&admin_url).await;
+    let db = FreshDatabase::create(&admin_url, "lanyard_ha")
+        .await
+        .unwrap();
     let a = Server::start_with(&["--datastore", &db.url]);
     let b = Server::start_with(&["--datastore", &db.url]);
     wait_for(

@@ -4,56 +4,16 @@
 //! extra, a token for another tool is refused, and the token is refused after `exp`.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use lanyard_e2e::python::{ensure_python_packages, repo_root};
 use lanyard_e2e::wait_for;
 use lanyard_e2e::workload::{Dev, output_within};
 
 /// How long one Python run may take.
 const PROGRAM_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long pip may take to install PyJWT on a fresh machine.
-const PIP_TIMEOUT: Duration = Duration::from_secs(300);
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Makes sure `jwt` (PyJWT with `cryptography`) imports, installing the pinned requirement with
-/// pip if needed (a fresh machine, CI on a clean clone).
-fn ensure_pyjwt() {
-    let probe = || {
-        output_within(
-            Command::new("python3").args(["-c", "import jwt, cryptography"]),
-            PROGRAM_TIMEOUT,
-        )
-    };
-    if probe().status.success() {
-        return;
-    }
-    let install = output_within(
-        Command::new("flock")
-            .args([
-                "/tmp/lanyard-pip-install.lock",
-                "python3",
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(repo_root().join("tests/python/requirements-jwt.txt")),
-        PIP_TIMEOUT,
-    );
-    assert!(
-        install.status.success(),
-        "pip install failed: {}",
-        String::from_utf8_lossy(&install.stderr)
-    );
-    assert!(probe().status.success(), "PyJWT still missing after pip");
-}
 
 /// PyJWT's verdict: the claims, or what it printed on refusal.
 fn pyjwt(bundle: &Path, audience: &str, token: &str) -> Result<serde_json::Value, String> {
@@ -88,7 +48,7 @@ fn begin_task(dev: &Dev, args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn pyjwt_accepts_a_task_token_for_its_tool_until_it_expires() {
-    ensure_pyjwt();
+    ensure_python_packages("jwt, cryptography", "tests/python/requirements-jwt.txt");
     let dev = Dev::start();
     let bundle = dev.scratch().join("bundle.json");
     std::fs::write(

@@ -11,12 +11,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use lanyard_e2e::lanyard_bin;
+use lanyard_e2e::python::{ensure_python_packages, repo_root};
 use lanyard_e2e::workload::{Dev, free_port, lanyard_at, output_within};
 
 /// How long one external program (openssl, python) may run.
 const PROGRAM_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long pip may take to install grpcio on a fresh machine.
-const PIP_TIMEOUT: Duration = Duration::from_secs(300);
 
 // === OpenSSL ===
 
@@ -270,48 +269,12 @@ fn openssl_s_server_and_s_client_do_mtls_with_fetched_files() {
 
 // === Python grpcio ===
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Makes sure `grpc` and `grpc_tools` import, installing the workload crate's pinned
-/// requirements with pip if needed (a fresh machine, CI on a clean clone).
+/// Makes sure `grpc` and `grpc_tools` import (pip installs the workload crate's pinned
+/// requirements on a fresh machine).
 fn ensure_grpcio() {
-    let probe = || {
-        output_within(
-            Command::new("python3").args(["-c", "import grpc, grpc_tools"]),
-            PROGRAM_TIMEOUT,
-        )
-    };
-    if probe().status.success() {
-        return;
-    }
-    let install = output_within(
-        // flock: the workload crate's Python test may be installing the same packages right now.
-        Command::new("flock")
-            .args([
-                "/tmp/lanyard-pip-install.lock",
-                "python3",
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(repo_root().join("crates/workload/tests/python/requirements.txt")),
-        PIP_TIMEOUT,
-    );
-    assert!(
-        install.status.success(),
-        "pip install failed: {}",
-        String::from_utf8_lossy(&install.stderr)
-    );
-    let after = probe();
-    assert!(
-        after.status.success(),
-        "grpcio still missing: {}",
-        String::from_utf8_lossy(&after.stderr)
+    ensure_python_packages(
+        "grpc, grpc_tools",
+        "crates/workload/tests/python/requirements.txt",
     );
 }
 

@@ -384,8 +384,17 @@ mod tests {
                 "at least 4096",
             ),
             (
-                "trust_domain = \"a.org\"\n[retention]\nevents = \"0s\"\n",
-                "retention.events must not be zero",
+                "trust_domain = \"a.org\"\n[retention]\nused_join_tokens = \"0s\"\n",
+                "retention.used_join_tokens must not be zero",
+            ),
+            // The event log became the audit log, which is never pruned.
+            (
+                "trust_domain = \"a.org\"\n[retention]\nevents = \"30d\"\n",
+                "unknown field `events`",
+            ),
+            (
+                "trust_domain = \"a.org\"\n[audit]\ncheckpoint_interval = \"0s\"\n",
+                "audit.checkpoint_interval must be between",
             ),
             (
                 "trust_domain = \"a.org\"\n[node_api]\nmax_connections = -1\n",

@@ -502,8 +502,8 @@ impl NodeService {
             })
     }
 
-    /// One audit record per batch of X509-SVIDs issued to an agent (in chunks, so that each
-    /// record stays small).
+    /// Records the X509-SVIDs issued to an agent in one call: one transaction, one record per 100
+    /// SVIDs (so that each record stays small).
     async fn record_x509_issued(&self, agent: &AttestedAgent, results: &[pb::X509SvidResult]) {
         let issued: Vec<serde_json::Value> = results
             .iter()
@@ -517,16 +517,13 @@ impl NodeService {
             })
             .collect();
         let actor = agent.spiffe_id.to_string();
-        for chunk in issued.chunks(SVIDS_PER_RECORD) {
-            self.state
-                .record_as(
-                    "svid.x509.issued",
-                    &actor,
-                    &actor,
-                    serde_json::json!({ "svids": chunk }),
-                )
-                .await;
-        }
+        let records = issued
+            .chunks(SVIDS_PER_RECORD)
+            .map(|chunk| (actor.clone(), serde_json::json!({ "svids": chunk })))
+            .collect();
+        self.state
+            .record_many("svid.x509.issued", &actor, records)
+            .await;
     }
 
     /// The entry ids an agent named for one of its callers, each one it is authorized for, and

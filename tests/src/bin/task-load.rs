@@ -25,6 +25,7 @@ use lanyard_e2e::bench::{
     AgentProcess, CpuMeter, Samples, ServerProcess, TRUST_DOMAIN, Table, fmt_rate, load_average,
     per_second, rate, timed,
 };
+use lanyard_e2e::postgres::FreshDatabase;
 use lanyard_proto::admin as pb;
 use lanyard_proto::task::{BeginTaskRequest, tasks_client::TasksClient};
 use lanyard_store::{AuditAppend, StoreConfig};
@@ -166,10 +167,8 @@ async fn run(args: &Args) -> anyhow::Result<Table> {
     let sqlite = format!("sqlite://{}", tmp.path().join("audit.sqlite3").display());
     audit_appends("SQLite", &sqlite, args, &mut table).await?;
     if let Some(admin_url) = &args.postgres {
-        let database = FreshDatabase::create(admin_url).await?;
-        let result = audit_appends("PostgreSQL", &database.url, args, &mut table).await;
-        database.drop().await;
-        result?;
+        let database = FreshDatabase::create(admin_url, "lanyard_task_load").await?;
+        audit_appends("PostgreSQL", &database.url, args, &mut table).await?;
     }
     for &policies in &args.policies {
         grants(args, policies, &mut table).await?;
@@ -420,48 +419,4 @@ async fn grants(args: &Args, policies: usize, table: &mut Table) -> anyhow::Resu
     agent.stop().await;
     server.stop().await;
     Ok(())
-}
-
-/// A database made for one run on a PostgreSQL server, dropped afterwards.
-struct FreshDatabase {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl FreshDatabase {
-    async fn create(admin_url: &str) -> anyhow::Result<Self> {
-        use sqlx::Connection as _;
-        let name = format!(
-            "lanyard_task_load_{}",
-            lanyard_e2e::bench::Rng::from_clock().hex(6)
-        );
-        let mut conn = sqlx::PgConnection::connect(admin_url)
-            .await
-            .context("connect to --postgres")?;
-        // `name` is made here of letters, digits and underscores only.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await?;
-        let base = admin_url
-            .rsplit_once('/')
-            .map_or(admin_url, |(base, _)| base);
-        Ok(Self {
-            admin_url: admin_url.to_owned(),
-            url: format!("{base}/{name}"),
-            name,
-        })
-    }
-
-    async fn drop(self) {
-        use sqlx::Connection as _;
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )))
-            .execute(&mut conn)
-            .await;
-        }
-    }
 }
