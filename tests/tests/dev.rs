@@ -106,6 +106,12 @@ fn dev_serves_an_identity_for_the_current_user_and_survives_a_restart() {
             printed.contains("export SPIFFE_ENDPOINT_SOCKET=unix://"),
             "{printed}"
         );
+        // It says it installed the example grant policy, and where.
+        assert!(
+            printed.contains("example policy in") && printed.contains("dev-example.cedar"),
+            "{printed}"
+        );
+        assert!(state.join("policies/dev-example.cedar").is_file());
         assert!(
             !socket.exists(),
             "the Workload API socket is removed on exit"

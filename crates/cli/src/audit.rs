@@ -4,7 +4,7 @@
 //! and checks them here, with lanyard-policy's Merkle code: the server is not trusted to say that
 //! its own log is intact. `check-proof` is fully offline.
 
-use std::io::{BufRead as _, Write as _};
+use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -247,28 +247,34 @@ async fn fetch_log(
     admin: &mut AdminClient<Channel>,
 ) -> anyhow::Result<(Log, pb::ListCheckpointsResponse)> {
     // Checkpoints first: every record they sign is then in the log read after them.
-    let checkpoints = admin
-        .list_checkpoints(pb::ListCheckpointsRequest {})
-        .await
-        .map_err(rpc_error)?
-        .into_inner();
+    let mut request = pb::ListCheckpointsRequest::default();
+    let mut checkpoints = Vec::new();
+    let info = loop {
+        let page = admin
+            .list_checkpoints(request.clone())
+            .await
+            .map_err(rpc_error)?
+            .into_inner();
+        let Some(last) = page.checkpoints.last() else {
+            break page;
+        };
+        request.after_size = last.size;
+        request.after_signer = last.signer.clone();
+        checkpoints.extend(page.checkpoints.iter().map(|c| {
+            (
+                c.size,
+                c.signer.clone(),
+                c.note.clone(),
+                c.leaf_hashes.clone(),
+            )
+        }));
+    };
     let records = fetch_records(admin, pb::ListAuditRequest::default(), None).await?;
     let log = Log {
         records: records.iter().map(record_json).collect(),
-        checkpoints: checkpoints
-            .checkpoints
-            .iter()
-            .map(|c| {
-                (
-                    c.size,
-                    c.signer.clone(),
-                    c.note.clone(),
-                    c.leaf_hashes.clone(),
-                )
-            })
-            .collect(),
+        checkpoints,
     };
-    Ok((log, checkpoints))
+    Ok((log, info))
 }
 
 fn read_export(path: &std::path::Path) -> anyhow::Result<Log> {
@@ -511,10 +517,8 @@ fn check_proof(file: &std::path::Path, key: Option<&str>) -> anyhow::Result<()> 
 
 async fn export(opts: &AdminOpts) -> anyhow::Result<()> {
     let (log, _) = fetch_log(&mut client(opts).await?).await?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for record in log.records {
-        serde_json::to_writer(&mut out, &ExportLine::Record(record))?;
-        out.write_all(b"\n")?;
+        outln!("{}", serde_json::to_string(&ExportLine::Record(record))?);
     }
     for (size, signer, note, leaf_hashes) in log.checkpoints {
         let line = ExportLine::Checkpoint {
@@ -523,10 +527,8 @@ async fn export(opts: &AdminOpts) -> anyhow::Result<()> {
             note,
             leaf_hashes: to_hex(&leaf_hashes),
         };
-        serde_json::to_writer(&mut out, &line)?;
-        out.write_all(b"\n")?;
+        outln!("{}", serde_json::to_string(&line)?);
     }
-    out.flush()?;
     Ok(())
 }
 

@@ -210,14 +210,6 @@ fn one_line(error: &anyhow::Error) -> String {
     line
 }
 
-fn is_broken_pipe(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Logs go to stderr; RUST_LOG adjusts the level (default: info).
@@ -238,8 +230,6 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
-        // Output piped into `head`: stop quietly, as `output::write_stdout` does.
-        Err(e) if is_broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE

@@ -31,6 +31,8 @@ const MAX_BATCH: usize = 10_000;
 const DEFAULT_PAGE_SIZE: u32 = 1_000;
 /// Largest page a list request may ask for.
 const MAX_PAGE_SIZE: u32 = 10_000;
+/// Most bytes of checkpoints (signed notes and leaf hashes) in one ListCheckpoints page.
+const CHECKPOINT_PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Largest admin request, in bytes (a batch of 10,000 entries fits).
 const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
@@ -1026,25 +1028,40 @@ impl pb::admin_server::Admin for AdminService {
 
     async fn list_checkpoints(
         &self,
-        _request: Request<pb::ListCheckpointsRequest>,
+        request: Request<pb::ListCheckpointsRequest>,
     ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
         self.observe("ListCheckpoints", async {
-            let checkpoints = self
+            let request = request.into_inner();
+            let after = (request.after_size > 0 || !request.after_signer.is_empty())
+                .then_some((request.after_size, request.after_signer.as_str()));
+            let limit = match request.limit {
+                0 => DEFAULT_PAGE_SIZE,
+                n => n.min(MAX_PAGE_SIZE),
+            };
+            let stored = self
                 .state
                 .store
-                .list_checkpoints(None)
+                .list_checkpoints(None, after, limit)
                 .await
                 .map_err(store_status)?;
+            // The leaf hashes make a checkpoint as large as the records it added: a page stops
+            // at CHECKPOINT_PAGE_BYTES (but holds at least one), and the caller asks for more.
+            let mut checkpoints = Vec::new();
+            let mut bytes = 0;
+            for c in stored {
+                bytes += c.note.len() + c.leaf_hashes.len();
+                if bytes > CHECKPOINT_PAGE_BYTES && !checkpoints.is_empty() {
+                    break;
+                }
+                checkpoints.push(pb::Checkpoint {
+                    size: c.size,
+                    signer: c.signer,
+                    note: c.note,
+                    leaf_hashes: c.leaf_hashes,
+                });
+            }
             Ok(pb::ListCheckpointsResponse {
-                checkpoints: checkpoints
-                    .into_iter()
-                    .map(|c| pb::Checkpoint {
-                        size: c.size,
-                        signer: c.signer,
-                        note: c.note,
-                        leaf_hashes: c.leaf_hashes,
-                    })
-                    .collect(),
+                checkpoints,
                 verifier_key: self.state.audit.verifier_key(),
                 origin: self.state.audit.origin().to_owned(),
                 signing_stopped: self.state.audit.fork().unwrap_or_default(),

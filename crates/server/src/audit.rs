@@ -90,7 +90,7 @@ impl AuditLog {
         let name = format!("{trust_domain}/lanyard-audit/{server_id}");
         let signer = CheckpointSigner::from_pkcs8(name, &pkcs8)
             .map_err(|e| ServerError::State(format!("audit checkpoint key: {e}")))?;
-        let checkpoints = store.list_checkpoints(Some(signer.name())).await?;
+        let checkpoints = store.list_checkpoints(Some(signer.name()), None, 0).await?;
         let signed = checkpoints.iter().map(|c| c.size).max().unwrap_or(0);
         let (vouched, mut fork) = vouched_by(&checkpoints, &signer);
         let mut tree = Tree {

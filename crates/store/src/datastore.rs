@@ -196,8 +196,14 @@ pub trait DataStore: Send + Sync + fmt::Debug {
     /// `leaf_hashes` is not a whole number of 32-byte hashes, or has more than `size` of them.
     async fn append_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<()>;
 
-    /// Checkpoints in (size, signer) order; only `signer`'s if given.
-    async fn list_checkpoints(&self, signer: Option<&str>) -> Result<Vec<StoredCheckpoint>>;
+    /// Checkpoints in (size, signer) order, only `signer`'s if given, starting after the
+    /// (size, signer) `after` (exclusive; `None`: from the first), at most `limit` (0: no limit).
+    async fn list_checkpoints(
+        &self,
+        signer: Option<&str>,
+        after: Option<(u64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>>;
 
     /// The largest checkpoint `signer` stored, if any.
     async fn latest_checkpoint(&self, signer: &str) -> Result<Option<StoredCheckpoint>>;

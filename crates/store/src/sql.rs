@@ -547,8 +547,13 @@ impl DataStore for SqlStore {
         audit::append_checkpoint(self, checkpoint).await
     }
 
-    async fn list_checkpoints(&self, signer: Option<&str>) -> Result<Vec<StoredCheckpoint>> {
-        audit::list_checkpoints(self, signer).await
+    async fn list_checkpoints(
+        &self,
+        signer: Option<&str>,
+        after: Option<(u64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<StoredCheckpoint>> {
+        audit::list_checkpoints(self, signer, after, limit).await
     }
 
     async fn latest_checkpoint(&self, signer: &str) -> Result<Option<StoredCheckpoint>> {

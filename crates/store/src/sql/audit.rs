@@ -210,14 +210,29 @@ pub(super) async fn append_checkpoint(
 pub(super) async fn list_checkpoints(
     store: &SqlStore,
     signer: Option<&str>,
+    after: Option<(u64, &str)>,
+    limit: u32,
 ) -> Result<Vec<StoredCheckpoint>> {
     let mut stmt = Stmt::new(format!(
-        "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints"
+        "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE 1 = 1"
     ));
     if let Some(signer) = signer {
-        stmt.push(" WHERE signer = ").push_bind(signer);
+        stmt.push(" AND signer = ").push_bind(signer);
+    }
+    if let Some((size, last_signer)) = after {
+        let size = u64_to_i64("after", size)?;
+        stmt.push(" AND (size > ")
+            .push_bind(size)
+            .push(" OR (size = ")
+            .push_bind(size)
+            .push(" AND signer > ")
+            .push_bind(last_signer)
+            .push("))");
     }
     stmt.push(" ORDER BY size, signer");
+    if limit > 0 {
+        stmt.push(" LIMIT ").push_bind(i64::from(limit));
+    }
     store
         .pool
         .fetch_all(stmt)

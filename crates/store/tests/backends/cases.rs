@@ -1638,7 +1638,13 @@ fn checkpoint(signer: &str, size: u64, hashes: usize) -> StoredCheckpoint {
 }
 
 pub(crate) async fn audit_checkpoints(ctx: Ctx) {
-    assert!(ctx.store.list_checkpoints(None).await.unwrap().is_empty());
+    assert!(
+        ctx.store
+            .list_checkpoints(None, None, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(ctx.store.latest_checkpoint("a").await.unwrap(), None);
 
     let t0 = ctx.clock.now();
@@ -1669,23 +1675,62 @@ pub(crate) async fn audit_checkpoints(ctx: Ctx) {
     );
     // Ordered by size, then signer; every byte of the leaf hashes back.
     assert_eq!(
-        ctx.store.list_checkpoints(None).await.unwrap(),
+        ctx.store.list_checkpoints(None, None, 0).await.unwrap(),
         [b1.clone(), a2.clone(), a5.clone(), b5.clone()]
     );
     assert_eq!(
-        ctx.store.list_checkpoints(Some("a")).await.unwrap(),
+        ctx.store
+            .list_checkpoints(Some("a"), None, 0)
+            .await
+            .unwrap(),
         [a2.clone(), a5.clone()]
     );
     assert_eq!(
-        ctx.store.list_checkpoints(Some("b")).await.unwrap(),
-        [b1, b5.clone()]
+        ctx.store
+            .list_checkpoints(Some("b"), None, 0)
+            .await
+            .unwrap(),
+        [b1.clone(), b5.clone()]
     );
     assert!(
         ctx.store
-            .list_checkpoints(Some("c"))
+            .list_checkpoints(Some("c"), None, 0)
             .await
             .unwrap()
             .is_empty()
+    );
+    // Pages: after a (size, signer), also between two signers of one size, and with a limit.
+    assert_eq!(
+        ctx.store
+            .list_checkpoints(None, Some((2, "a")), 0)
+            .await
+            .unwrap(),
+        [a5.clone(), b5.clone()]
+    );
+    assert_eq!(
+        ctx.store
+            .list_checkpoints(None, Some((5, "a")), 0)
+            .await
+            .unwrap(),
+        [b5.clone()]
+    );
+    assert_eq!(
+        ctx.store.list_checkpoints(None, None, 2).await.unwrap(),
+        [b1.clone(), a2.clone()]
+    );
+    assert!(
+        ctx.store
+            .list_checkpoints(None, Some((5, "b")), 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        ctx.store
+            .list_checkpoints(Some("a"), Some((2, "a")), 1)
+            .await
+            .unwrap(),
+        [a5.clone()]
     );
     assert_eq!(ctx.store.latest_checkpoint("a").await.unwrap(), Some(a5));
     assert_eq!(ctx.store.latest_checkpoint("b").await.unwrap(), Some(b5));
@@ -1712,7 +1757,14 @@ pub(crate) async fn audit_checkpoints(ctx: Ctx) {
             "{bad:?}"
         );
     }
-    assert_eq!(ctx.store.list_checkpoints(None).await.unwrap().len(), 4);
+    assert_eq!(
+        ctx.store
+            .list_checkpoints(None, None, 0)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
     // A checkpoint that adds no record (an empty log) is fine.
     ctx.store
         .append_checkpoint(&checkpoint("c", 0, 0))
@@ -2110,7 +2162,7 @@ pub(crate) async fn corrupt_rows_are_invalid_data(ctx: Ctx) {
         .unwrap();
     ctx.raw_sql("UPDATE audit_checkpoints SET size = -1").await;
     assert!(matches!(
-        ctx.store.list_checkpoints(None).await,
+        ctx.store.list_checkpoints(None, None, 0).await,
         Err(Error::InvalidData {
             kind: "audit checkpoint",
             ..
@@ -2186,7 +2238,7 @@ pub(crate) async fn reopen_keeps_everything(mut ctx: Ctx) {
         .list_audit(&AuditFilter::default(), 0)
         .await
         .unwrap();
-    let checkpoints_before = ctx.store.list_checkpoints(None).await.unwrap();
+    let checkpoints_before = ctx.store.list_checkpoints(None, None, 0).await.unwrap();
 
     ctx.reopen().await;
 
@@ -2222,7 +2274,7 @@ pub(crate) async fn reopen_keeps_everything(mut ctx: Ctx) {
     assert_eq!(audit_before.len(), 2);
     assert_eq!(ctx.store.audit_size().await.unwrap(), 2);
     assert_eq!(
-        ctx.store.list_checkpoints(None).await.unwrap(),
+        ctx.store.list_checkpoints(None, None, 0).await.unwrap(),
         checkpoints_before
     );
     assert_eq!(ctx.store.get_task("t1").await.unwrap(), Some(t));
