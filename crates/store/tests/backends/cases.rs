@@ -1712,7 +1712,7 @@ pub(crate) async fn audit_checkpoints(ctx: Ctx) {
             .list_checkpoints(None, Some((5, "a")), 0)
             .await
             .unwrap(),
-        [b5.clone()]
+        std::slice::from_ref(&b5)
     );
     assert_eq!(
         ctx.store.list_checkpoints(None, None, 2).await.unwrap(),
@@ -1730,7 +1730,7 @@ pub(crate) async fn audit_checkpoints(ctx: Ctx) {
             .list_checkpoints(Some("a"), Some((2, "a")), 1)
             .await
             .unwrap(),
-        [a5.clone()]
+        std::slice::from_ref(&a5)
     );
     assert_eq!(ctx.store.latest_checkpoint("a").await.unwrap(), Some(a5));
     assert_eq!(ctx.store.latest_checkpoint("b").await.unwrap(), Some(b5));
