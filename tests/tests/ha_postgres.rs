@@ -6,6 +6,7 @@
 use std::time::{Duration, SystemTime};
 
 use lanyard_core::BundleSet;
+use lanyard_e2e::agent_process::Agent;
 use lanyard_e2e::node_client::{SimAgent, key_and_csr, parse_bundle};
 use lanyard_e2e::postgres::FreshDatabase;
 use lanyard_e2e::{Server, wait_for};
@@ -178,5 +179,100 @@ async fn an_agent_evicted_through_one_server_loses_its_stream_on_every_server() 
     let status = ended.unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     drop((a, b));
+    drop(db);
+}
+
+/// A task ended through one server is refused by an agent of the other: the other server reads
+/// the `task.revoked` record from the shared audit log and pushes the list to its agents.
+#[test]
+fn a_task_revoked_through_one_server_is_refused_by_the_agents_of_another() {
+    let Ok(admin_url) = std::env::var("LANYARD_TEST_POSTGRES") else {
+        eprintln!("skipped: LANYARD_TEST_POSTGRES is not set");
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime
+        .block_on(FreshDatabase::create(&admin_url, "lanyard_ha"))
+        .unwrap();
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policies.path().join("p.cedar"),
+        r#"permit(principal, action == Action::"read", resource == Tool::"tickets");"#,
+    )
+    .unwrap();
+    let args = [
+        "--datastore",
+        db.url.as_str(),
+        "--policy-dir",
+        policies.path().to_str().unwrap(),
+    ];
+    let a = Server::start_with(&args);
+    let b = Server::start_with(&args);
+    wait_for(
+        "both servers to publish both roots",
+        Duration::from_secs(30),
+        || (roots(&a) == 2 && roots(&b) == 2).then_some(()),
+    );
+    let uid = rustix::process::getuid().as_raw();
+    let workload = "spiffe://example.org/agents/summarizer";
+    a.cli(&[
+        "entry",
+        "create",
+        "--parent-id",
+        "spiffe://example.org/lanyard/agent/on-a",
+        "--spiffe-id",
+        workload,
+        "--selector",
+        &format!("unix:uid:{uid}"),
+    ])
+    .ok();
+    let on_a = Agent::start(&a, "spiffe://example.org/lanyard/agent/on-a");
+    let on_b = Agent::start(&b, "spiffe://example.org/lanyard/agent/on-b");
+    let granted = wait_for("a task at the agent on A", Duration::from_secs(30), || {
+        let out = on_a.cli(&[
+            "task",
+            "begin",
+            "--audience",
+            "tickets",
+            "--op",
+            "read",
+            "--output",
+            "json",
+        ]);
+        out.success.then(|| out.json())
+    });
+    let token = granted["token"].as_str().unwrap().to_owned();
+    let validate = || {
+        on_b.cli(&[
+            "jwt",
+            "validate",
+            "--audience",
+            "tickets",
+            "--token",
+            &token,
+        ])
+    };
+    wait_for(
+        "the agent on B to accept the token",
+        Duration::from_secs(30),
+        || validate().success.then_some(()),
+    );
+
+    a.cli(&[
+        "task",
+        "revoke",
+        "--id",
+        granted["task"]["id"].as_str().unwrap(),
+    ])
+    .ok();
+    wait_for(
+        "the agent on B to refuse the revoked token",
+        Duration::from_secs(30),
+        || {
+            let out = validate();
+            (!out.success && out.stderr.contains("revoked")).then_some(())
+        },
+    );
+    drop((on_a, on_b, a, b));
     drop(db);
 }

@@ -18,6 +18,8 @@ fn task_load_runs_and_prints_every_figure() {
         "0.2",
         "--records",
         "20",
+        "--revocations",
+        "3",
         "--max-seconds",
         "120",
     ]);
@@ -43,6 +45,7 @@ fn task_load_runs_and_prints_every_figure() {
         "| **grants, 1 policies, 3 callers**: p50 / p99; rate; CPU |",
         "| grant latency, 20 policies, 1 caller: p50 / p99 |",
         "| **grants, 20 policies, 3 callers**: p50 / p99; rate; CPU |",
+        "| **revocation: EndTask returned at agent A → agent B refuses the token**, one server, 3 tasks: p50 / p99 / max |",
     ];
     if postgres.is_some() {
         rows.push("| audit appends, PostgreSQL, durable, 1 writer / 3 writers |");
@@ -58,6 +61,7 @@ fn task_load_refuses_a_bad_command_line() {
         &["--clients", "many"][..],
         &["--policies", "0"],
         &["--seconds", "-1"],
+        &["--revocations", "some"],
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_task-load"))
             .args(args)

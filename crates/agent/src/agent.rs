@@ -140,9 +140,11 @@ impl<A: CallerAttestor> Agent<A> {
         let listener = lanyard_workload::bind(&config.socket_path)?;
         let socket_path = config.socket_path.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let snapshots = Arc::new(watch::Sender::new(Arc::new(Snapshot::empty(
-            config.trust_domain.clone(),
-        ))));
+        // Until the first sync brings the revoked tokens, no token is validated.
+        let snapshots = Arc::new(watch::Sender::new(Arc::new(
+            Snapshot::empty(config.trust_domain.clone())
+                .with_revocations(lanyard_workload::Revocations::Pending),
+        )));
         let jwt_cache = Arc::new(JwtSvidCache::new(clock.clone()));
         let shared_cell: Arc<OnceLock<Arc<Shared>>> = Arc::new(OnceLock::new());
         let source = AgentSource::new(snapshots.clone(), jwt_cache.clone(), shared_cell.clone());

@@ -23,7 +23,7 @@ use lanyard_core::{
     SpiffeId, TrustDomain,
 };
 use lanyard_proto::node as pb;
-use lanyard_workload::{Identity, Snapshot, SvidKey};
+use lanyard_workload::{Identity, Revocations, Snapshot, SvidKey};
 
 use crate::storage::validity;
 use crate::timing;
@@ -33,6 +33,9 @@ use crate::timing;
 pub(crate) struct Cache {
     trust_domain: TrustDomain,
     entries: HashMap<EntryId, RegistrationEntry>,
+    /// Revoked tokens (`jti` → when they expire anyway), as the server last sent them whole;
+    /// `None` until the first list arrives (the agent then validates no token).
+    revoked: Option<BTreeMap<String, SystemTime>>,
     /// The revision of the last update applied in full; 0 before the first.
     revision: u64,
     /// Chunks of an update whose last chunk has not arrived yet.
@@ -129,6 +132,7 @@ impl Cache {
         Self {
             trust_domain,
             entries: HashMap::new(),
+            revoked: None,
             revision: 0,
             pending: None,
             own_bundle,
@@ -203,6 +207,20 @@ impl Cache {
                 federated: None,
                 skipped: 0,
             });
+        }
+        // Revocations stand apart from entries: applied at once, even in the middle of chunks.
+        if msg.revocations {
+            self.revoked = Some(
+                msg.revoked
+                    .iter()
+                    .filter_map(|r| {
+                        let expires_at = u64::try_from(r.expires_at).ok().and_then(|s| {
+                            SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s))
+                        })?;
+                        (!r.token_id.is_empty()).then(|| (r.token_id.clone(), expires_at))
+                    })
+                    .collect(),
+            );
         }
         let trust_domain = self.trust_domain.clone();
         let Some(pending) = self.pending.as_mut() else {
@@ -459,7 +477,18 @@ impl Cache {
                 })
             })
             .collect();
+        let revocations = match &self.revoked {
+            None => Revocations::Pending,
+            Some(revoked) => Revocations::Known(std::sync::Arc::new(
+                revoked
+                    .iter()
+                    .filter(|(_, expires_at)| now < **expires_at)
+                    .map(|(jti, _)| jti.clone())
+                    .collect(),
+            )),
+        };
         Snapshot::new(self.trust_domain.clone(), self.bundle_set(), identities)
+            .with_revocations(revocations)
     }
 
     /// Which costly `unix` selectors some entry uses, so the attestor computes them only then.

@@ -7,7 +7,8 @@ use std::sync::{Arc, OnceLock};
 use lanyard_core::{EntryId, SelectorSet, SpiffeId};
 use lanyard_proto::node as pb;
 use lanyard_proto::task::{
-    BeginTaskRequest, BeginTaskResponse, GetTaskRequest, ListTasksRequest, ListTasksResponse, Task,
+    BeginTaskRequest, BeginTaskResponse, EndTaskRequest, GetTaskRequest, ListTasksRequest,
+    ListTasksResponse, Task,
 };
 use lanyard_workload::TaskSource;
 use tonic::Status;
@@ -138,6 +139,24 @@ impl TaskSource for AgentTasks {
                 entry_ids: entry_ids(&entries),
                 page_token: request.page_token,
                 page_size: request.page_size,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(forward)
+    }
+
+    async fn end_task(
+        &self,
+        caller: &SelectorSet,
+        request: EndTaskRequest,
+    ) -> Result<Task, Status> {
+        let shared = self.shared()?;
+        let entries = Self::caller_entries(&shared, caller)?;
+        shared
+            .client()
+            .end_task(pb::EndTaskRequest {
+                entry_ids: entry_ids(&entries),
+                task_id: request.task_id,
             })
             .await
             .map(tonic::Response::into_inner)

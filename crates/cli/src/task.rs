@@ -7,6 +7,8 @@ use lanyard_core::SpiffeId;
 use lanyard_proto::admin as admin_pb;
 use lanyard_proto::task::{self as pb, tasks_client::TasksClient};
 use lanyard_workload::SecurityHeader;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 use crate::admin::{AdminOpts, client, rpc_error, unix_time};
 use crate::duration::HumanDuration;
@@ -23,6 +25,23 @@ pub(crate) enum TaskCommand {
         args: BeginArgs,
         #[command(flatten)]
         opts: SocketOpts,
+    },
+    /// End one of this process's tasks now: every agent refuses its token from then on.
+    End {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        opts: SocketOpts,
+    },
+    /// Admin: revoke a task now (every agent refuses its token within a second).
+    Revoke {
+        #[arg(long)]
+        id: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        opts: AdminOpts,
     },
     /// Admin: list tasks.
     List {
@@ -75,15 +94,59 @@ pub(crate) async fn run(command: TaskCommand) -> anyhow::Result<()> {
             opts,
         } => list(spiffe_id, audience, &opts).await,
         TaskCommand::Show { id, opts } => show(id, &opts).await,
+        TaskCommand::End { id, opts } => end(id, &opts).await,
+        TaskCommand::Revoke { id, reason, opts } => revoke(id, reason, &opts).await,
     }
 }
 
-async fn begin(args: BeginArgs, opts: &SocketOpts) -> anyhow::Result<()> {
+/// A task service client on the agent's socket.
+async fn tasks_client(
+    opts: &SocketOpts,
+) -> anyhow::Result<TasksClient<InterceptedService<Channel, SecurityHeader>>> {
     let path = opts.path()?;
     let channel = lanyard_workload::connect_channel(&path)
         .await
         .with_context(|| format!("cannot connect to the agent at {}", path.display()))?;
-    let mut tasks = TasksClient::with_interceptor(channel, SecurityHeader);
+    Ok(TasksClient::with_interceptor(channel, SecurityHeader))
+}
+
+fn refused(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("task refused ({:?}): {}", status.code(), status.message())
+}
+
+async fn end(id: String, opts: &SocketOpts) -> anyhow::Result<()> {
+    let task = tasks_client(opts)
+        .await?
+        .end_task(pb::EndTaskRequest { task_id: id })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    print_ended(&task, opts.output)
+}
+
+async fn revoke(id: String, reason: String, opts: &AdminOpts) -> anyhow::Result<()> {
+    let task = client(opts)
+        .await?
+        .revoke_task(admin_pb::RevokeTaskRequest {
+            task_id: id,
+            reason,
+        })
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    print_ended(&task, opts.output)
+}
+
+fn print_ended(task: &pb::Task, output: OutputFormat) -> anyhow::Result<()> {
+    if output == OutputFormat::Json {
+        return print_json(task);
+    }
+    outln!("Task {} ended at {}", task.id, unix_time(task.ended_at));
+    Ok(())
+}
+
+async fn begin(args: BeginArgs, opts: &SocketOpts) -> anyhow::Result<()> {
+    let mut tasks = tasks_client(opts).await?;
     let request = pb::BeginTaskRequest {
         audience: args.audience,
         operations: args.operations,

@@ -923,6 +923,26 @@ impl pb::admin_server::Admin for AdminService {
         .await
     }
 
+    async fn revoke_task(
+        &self,
+        request: Request<pb::RevokeTaskRequest>,
+    ) -> Result<Response<lanyard_proto::task::Task>, Status> {
+        let actor = admin_actor(&request);
+        self.observe("RevokeTask", async {
+            let request = request.into_inner();
+            crate::tasks::end(
+                &self.state,
+                &actor,
+                &[],
+                &request.task_id,
+                "task.revoked",
+                &request.reason,
+            )
+            .await
+        })
+        .await
+    }
+
     async fn reload_policy(
         &self,
         request: Request<pb::ReloadPolicyRequest>,

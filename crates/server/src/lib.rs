@@ -121,6 +121,9 @@ pub(crate) struct ServerState {
     pub(crate) node_alias_parent: lanyard_core::SpiffeId,
     /// The bundles agents receive on their sync streams; replaced when any changes.
     pub(crate) bundles: watch::Sender<PublishedBundles>,
+    /// Tokens of ended tasks that have not expired yet, which every agent refuses; sent whole
+    /// on every sync stream at its start and on every change.
+    pub(crate) revocations: watch::Sender<Arc<Vec<lanyard_proto::node::RevokedToken>>>,
     /// Bans and evictions, which end the agent's open streams.
     pub(crate) agent_revoked: broadcast::Sender<AgentRevoked>,
     /// The x509pop node attestor, if the server trusts a CA for agent certificates.
@@ -191,6 +194,7 @@ pub async fn run_with_clock(
     }
 
     let bundles = watch::Sender::new(published_bundles(&authority, &*store).await?);
+    let revocations = watch::Sender::new(Arc::new(revoked_tokens(&*store, clock.now()).await?));
     let (agent_revoked, _) = broadcast::channel(256);
     let x509pop = match &config.x509pop_roots {
         Some(roots) => Some(
@@ -213,6 +217,7 @@ pub async fn run_with_clock(
         index,
         node_alias_parent,
         bundles,
+        revocations,
         agent_revoked,
         x509pop,
         refusals,
@@ -390,6 +395,22 @@ pub(crate) async fn published_bundles(
     })
 }
 
+/// The revoked tokens agents must refuse, as the sync stream carries them.
+pub(crate) async fn revoked_tokens(
+    store: &dyn DataStore,
+    now: std::time::SystemTime,
+) -> Result<Vec<lanyard_proto::node::RevokedToken>, lanyard_store::Error> {
+    Ok(store
+        .revoked_tokens(now)
+        .await?
+        .into_iter()
+        .map(|(token_id, expires_at)| lanyard_proto::node::RevokedToken {
+            token_id,
+            expires_at: unix_seconds(expires_at),
+        })
+        .collect())
+}
+
 /// Creates the data directory 0700, or checks an existing one and narrows it to 0700: see
 /// [`lanyard_fs::private_dir`] for what is refused.
 fn create_private_dir(path: &std::path::Path) -> Result<(), ServerError> {
@@ -423,6 +444,24 @@ impl ServerState {
                 });
             }
             Err(e) => tracing::warn!(error = %e, "cannot read bundles to publish"),
+        }
+    }
+
+    /// Reads the revoked tokens again and pushes them to every agent stream if they changed.
+    pub(crate) async fn revocations_changed(&self) {
+        match revoked_tokens(&*self.store, self.clock.now()).await {
+            Ok(revoked) => {
+                self.revocations.send_if_modified(|current| {
+                    let changed = **current != revoked;
+                    if changed {
+                        *current = Arc::new(revoked);
+                    }
+                    changed
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read revoked tokens; the next change retries")
+            }
         }
     }
 

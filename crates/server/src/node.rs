@@ -797,6 +797,27 @@ impl pb::node_server::Node for NodeService {
         .await
         .map(Response::new)
     }
+
+    async fn end_task(
+        &self,
+        request: Request<pb::EndTaskRequest>,
+    ) -> Result<Response<lanyard_proto::task::Task>, Status> {
+        let agent = self.caller(peer(&request)).await?;
+        let request = request.into_inner();
+        let holders = self.caller_identities(&agent, &request.entry_ids)?;
+        // The caller's own SPIFFE ID acts; the agent that forwarded it is in the task's record.
+        let task = crate::tasks::get(&self.state, &holders, &request.task_id).await?;
+        crate::tasks::end(
+            &self.state,
+            &task.spiffe_id,
+            &holders,
+            &request.task_id,
+            "task.ended",
+            "ended by its owner",
+        )
+        .await
+        .map(Response::new)
+    }
 }
 
 /// Most X509-SVIDs listed in one audit record.
@@ -805,8 +826,8 @@ const SVIDS_PER_RECORD: usize = 100;
 /// Events after this many are read in the next round.
 const AGENT_EVENTS_PER_ROUND: u32 = 1000;
 
-/// Ends open streams of agents that were evicted, banned or attested again, whichever server of
-/// a shared datastore did it: each such event makes this server hold the agent's streams against
+/// Ends open streams of agents that were evicted, banned or attested again, and pushes the tokens
+/// of ended tasks, whichever server of a shared datastore did it: each such event makes this server hold the agent's streams against
 /// its record as stored now. (The server that acted ended its own streams at once.)
 /// `seen` is the next audit seq to read; `None` starts after the latest.
 pub(crate) async fn follow_agent_events(
@@ -821,12 +842,18 @@ pub(crate) async fn follow_agent_events(
         from_seq: from,
         ..lanyard_store::AuditFilter::default()
     };
+    let mut ended_tasks = false;
     for record in state
         .store
         .list_audit(&filter, AGENT_EVENTS_PER_ROUND)
         .await?
     {
         *seen = Some(record.seq + 1);
+        if matches!(record.kind.as_str(), "task.ended" | "task.revoked") {
+            // Another server ended a task: push the new list to this server's agents too.
+            ended_tasks = true;
+            continue;
+        }
         let Some(reason) = AgentRevocation::from_event_kind(&record.kind) else {
             continue;
         };
@@ -845,6 +872,9 @@ pub(crate) async fn follow_agent_events(
             reason,
             keep_serial,
         });
+    }
+    if ended_tasks {
+        state.revocations_changed().await;
     }
     Ok(())
 }
@@ -956,8 +986,13 @@ impl EntryStream {
         let grants = self.grants();
         let mut parents = grants.parents.clone();
         let mut alias_expiry = grants.next_expiry;
+        let mut revocations = self.state.revocations.subscribe();
         let published = bundles.borrow_and_update().clone();
-        let mut sent = match self.initial(since, &grants, &published).await {
+        let revoked_tokens = revocations.borrow_and_update().clone();
+        let mut sent = match self
+            .initial(since, &grants, &published, &revoked_tokens)
+            .await
+        {
             Ok(sent) => sent,
             Err(Ended::Closed) => return,
         };
@@ -990,6 +1025,18 @@ impl EntryStream {
                         self.send(pb::SyncEntriesResponse {
                             bundle_json: published.own.clone(),
                             federated_bundles: published.federated.clone().into_iter().collect(),
+                            revision: self.sent_revision.load(std::sync::atomic::Ordering::Relaxed),
+                            ..Default::default()
+                        }).await
+                    }
+                    Err(_) => Err(Ended::Closed),
+                },
+                changed = revocations.changed() => match changed {
+                    Ok(()) => {
+                        let revoked = revocations.borrow_and_update().clone();
+                        self.send(pb::SyncEntriesResponse {
+                            revocations: true,
+                            revoked: revoked.to_vec(),
                             revision: self.sent_revision.load(std::sync::atomic::Ordering::Relaxed),
                             ..Default::default()
                         }).await
@@ -1046,6 +1093,7 @@ impl EntryStream {
         since: u64,
         grants: &AliasGrants,
         bundles: &PublishedBundles,
+        revoked: &[pb::RevokedToken],
     ) -> Result<HashMap<EntryId, u64>, Ended> {
         let parents = &grants.parents;
         // An alias that expired may have granted entries the agent still holds, with no write to
@@ -1073,26 +1121,26 @@ impl EntryStream {
                     .collect();
                 let (puts, removed) = self.classify(&ids, parents);
                 let revision = changes.current_revision.max(since);
-                self.send_chunked(false, puts, removed, revision, Some(bundles))
+                self.send_chunked(false, puts, removed, revision, Some((bundles, revoked)))
                     .await?;
                 return Ok(held);
             }
         }
-        self.full(parents, Some(bundles)).await
+        self.full(parents, Some((bundles, revoked))).await
     }
 
     /// Sends the whole authorized set, in chunks.
     async fn full(
         &self,
         parents: &BTreeSet<SpiffeId>,
-        bundles: Option<&PublishedBundles>,
+        first: Option<(&PublishedBundles, &[pb::RevokedToken])>,
     ) -> Result<HashMap<EntryId, u64>, Ended> {
         let (entries, revision) = self.state.index.entries_under(parents);
         let sent = entries
             .iter()
             .map(|e| (e.id().clone(), e.revision()))
             .collect();
-        self.send_chunked(true, entries, Vec::new(), revision, bundles)
+        self.send_chunked(true, entries, Vec::new(), revision, first)
             .await?;
         Ok(sent)
     }
@@ -1159,13 +1207,15 @@ impl EntryStream {
             .await
     }
 
+    /// Sends an update in chunks. `first`, for the stream's first update, adds the bundles (to the
+    /// last chunk) and the revoked tokens (to the first: the agent has them before any entry).
     async fn send_chunked(
         &self,
         full_sync: bool,
         entries: Vec<RegistrationEntry>,
         removed: Vec<EntryId>,
         revision: u64,
-        bundles: Option<&PublishedBundles>,
+        first: Option<(&PublishedBundles, &[pb::RevokedToken])>,
     ) -> Result<(), Ended> {
         let mut chunks: Vec<&[RegistrationEntry]> = entries.chunks(SYNC_CHUNK).collect();
         if chunks.is_empty() {
@@ -1180,9 +1230,15 @@ impl EntryStream {
                 revision: if i == last { revision } else { 0 },
                 ..Default::default()
             };
+            if i == 0
+                && let Some((_, revoked)) = first
+            {
+                message.revocations = true;
+                message.revoked = revoked.to_vec();
+            }
             if i == last {
                 message.removed_entry_ids = removed.iter().map(ToString::to_string).collect();
-                if let Some(bundles) = bundles {
+                if let Some((bundles, _)) = first {
                     message.bundle_json = bundles.own.clone();
                     message.federated_bundles = bundles.federated.clone().into_iter().collect();
                 }

@@ -314,3 +314,42 @@ pub(crate) async fn list(
         next_page_token: page.next_token.unwrap_or_default(),
     })
 }
+
+/// Ends the task `id` now, if it was granted to one of `holders` (empty: any, for an
+/// administrator), recording `kind` (`task.ended` by its owner, `task.revoked` by an admin) in the
+/// same transaction, and pushes the new revocation list to every agent. Ending an ended task
+/// answers with the task as it is and records nothing.
+pub(crate) async fn end(
+    state: &ServerState,
+    actor: &str,
+    holders: &[SpiffeId],
+    id: &str,
+    kind: &str,
+    reason: &str,
+) -> Result<pb::Task, Status> {
+    // The same answer for another workload's task as for an unknown one.
+    let task = get(state, holders, id).await?;
+    let record = audit::draft(
+        kind,
+        actor,
+        &task.id,
+        json!({
+            "spiffe_id": task.spiffe_id,
+            "audience": task.audience,
+            "jti": task.token_id,
+            "expires_at": task.expires_at,
+            "reason": clipped(reason),
+        }),
+        state.clock.now(),
+    )
+    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let (ended, recorded) = state
+        .store
+        .end_task(&task.id, &record)
+        .await
+        .map_err(store_status)?;
+    if recorded.is_some() {
+        state.revocations_changed().await;
+    }
+    Ok(task_to_proto(&ended))
+}

@@ -217,6 +217,21 @@ pub trait DataStore: Send + Sync + fmt::Debug {
 
     async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>>;
 
+    /// Ends a task now (its token is revoked from then on) and appends `audit` in the same
+    /// transaction. Returns the task and the record; ending an ended task changes nothing and
+    /// appends nothing (`None`). `NotFound` for an unknown id.
+    async fn end_task(
+        &self,
+        id: &str,
+        audit: &AuditAppend,
+    ) -> Result<(TaskRecord, Option<AuditRow>)>;
+
+    /// Token ids of ended tasks whose tokens have not expired at `now`, with their expiries.
+    async fn revoked_tokens(
+        &self,
+        now: std::time::SystemTime,
+    ) -> Result<Vec<(String, std::time::SystemTime)>>;
+
     /// Tasks matching `filter`, ordered by id. `InvalidArgument` if it names more than 1000
     /// SPIFFE IDs.
     async fn list_tasks(&self, filter: &TaskFilter, page: &PageRequest)

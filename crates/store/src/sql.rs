@@ -564,6 +564,18 @@ impl DataStore for SqlStore {
         tasks::create(self, task, audit).await
     }
 
+    async fn end_task(
+        &self,
+        id: &str,
+        audit: &AuditAppend,
+    ) -> Result<(TaskRecord, Option<AuditRow>)> {
+        tasks::end(self, id, audit).await
+    }
+
+    async fn revoked_tokens(&self, now: SystemTime) -> Result<Vec<(String, SystemTime)>> {
+        tasks::revoked(self, now).await
+    }
+
     async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>> {
         tasks::get(self, id).await
     }

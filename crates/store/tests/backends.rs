@@ -265,6 +265,7 @@ suite!(
     audit_concurrent_appends,
     audit_checkpoints,
     tasks_create_get_list,
+    tasks_end_and_revoked_tokens,
     task_conflict_appends_no_audit_record,
     corrupt_rows_are_invalid_data,
     reopen_keeps_everything,

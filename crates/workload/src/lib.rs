@@ -42,7 +42,7 @@ pub use server::{
     DEFAULT_MAX_CONCURRENT_STREAMS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_SHUTDOWN_GRACE, Limits,
     WorkloadServer, bind, serve,
 };
-pub use source::{Identity, IdentitySource, JwtSvidFetchError, Snapshot, SvidKey};
+pub use source::{Identity, IdentitySource, JwtSvidFetchError, Revocations, Snapshot, SvidKey};
 pub use tasks::{NoTasks, TaskSource};
 
 #[cfg(any(test, feature = "testing"))]

@@ -42,6 +42,21 @@ pub struct Snapshot {
     bundles: BundleSet,
     /// In the order the agent prefers them: the first that matches a caller is its default SVID.
     identities: Vec<Identity>,
+    /// Tokens revoked before their expiry (ended tasks), which `ValidateJWTSVID` refuses.
+    revocations: Revocations,
+}
+
+/// What a snapshot knows of revoked tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocations {
+    /// The source does not revoke tokens (test fakes): `ValidateJWTSVID` checks only the token.
+    NotTracked,
+    /// The source revokes tokens but has not heard the list yet (an agent before its first sync
+    /// with the server): `ValidateJWTSVID` answers `Unavailable` rather than accept a token that
+    /// may have been revoked while it was away.
+    Pending,
+    /// The `jti`s of revoked tokens.
+    Known(std::sync::Arc<std::collections::BTreeSet<String>>),
 }
 
 /// Why a JWT-SVID could not be had.
@@ -202,7 +217,18 @@ impl Snapshot {
             trust_domain,
             bundles,
             identities,
+            revocations: Revocations::NotTracked,
         }
+    }
+
+    /// What this snapshot knows of revoked tokens (see [`Revocations`]).
+    pub fn with_revocations(mut self, revocations: Revocations) -> Self {
+        self.revocations = revocations;
+        self
+    }
+
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// No identities and no bundles: what an agent publishes before its first sync. Every caller

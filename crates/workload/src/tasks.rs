@@ -6,7 +6,8 @@ use std::future::Future;
 
 use lanyard_core::SelectorSet;
 use lanyard_proto::task::{
-    BeginTaskRequest, BeginTaskResponse, GetTaskRequest, ListTasksRequest, ListTasksResponse, Task,
+    BeginTaskRequest, BeginTaskResponse, EndTaskRequest, GetTaskRequest, ListTasksRequest,
+    ListTasksResponse, Task,
 };
 use tonic::Status;
 
@@ -31,6 +32,12 @@ pub trait TaskSource: Send + Sync + 'static {
         caller: &SelectorSet,
         request: ListTasksRequest,
     ) -> impl Future<Output = Result<ListTasksResponse, Status>> + Send;
+
+    fn end_task(
+        &self,
+        caller: &SelectorSet,
+        request: EndTaskRequest,
+    ) -> impl Future<Output = Result<Task, Status>> + Send;
 }
 
 /// A Workload API server without the task service: every task call is `Unimplemented`.
@@ -59,6 +66,14 @@ impl TaskSource for NoTasks {
         _caller: &SelectorSet,
         _request: ListTasksRequest,
     ) -> Result<ListTasksResponse, Status> {
+        Err(unimplemented())
+    }
+
+    async fn end_task(
+        &self,
+        _caller: &SelectorSet,
+        _request: EndTaskRequest,
+    ) -> Result<Task, Status> {
         Err(unimplemented())
     }
 }

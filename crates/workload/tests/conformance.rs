@@ -12,6 +12,7 @@ use lanyard_proto::workload::{
     JwtBundlesRequest, JwtsvidRequest, ValidateJwtsvidRequest, WitBundlesRequest, WitsvidRequest,
     X509BundlesRequest, X509svidRequest,
 };
+use lanyard_workload::Revocations;
 use tonic::Code;
 
 async fn harness() -> (World, Harness) {
@@ -362,4 +363,52 @@ async fn wit_rpcs_are_unimplemented() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
+}
+
+/// Tokens of ended tasks are refused by id; a source that has not heard the list yet validates
+/// nothing; one that does not track revocations checks only the token.
+#[tokio::test]
+async fn validate_jwt_svid_refuses_revoked_tokens_and_waits_for_the_list() {
+    let (world, harness) = harness().await;
+    let audience = ["tool".to_owned()];
+    let revoked = world.own.jwt_with_id(WEB, &audience, "jti-revoked");
+    let live = world.own.jwt_with_id(WEB, &audience, "jti-live");
+    let mut client = harness.client().await;
+    // Not tracked (the fake's default): both pass.
+    client.validate_jwt_svid("tool", &revoked).await.unwrap();
+
+    let known = world
+        .snapshot(world.standard_identities())
+        .with_revocations(Revocations::Known(std::sync::Arc::new(
+            ["jti-revoked".to_owned()].into_iter().collect(),
+        )));
+    harness.source.publish(known);
+    let status = client
+        .validate_jwt_svid("tool", &revoked)
+        .await
+        .unwrap_err();
+    let status = status.status().unwrap();
+    assert_status(
+        status,
+        Code::InvalidArgument,
+        "token has been revoked (its task ended)",
+    );
+    client.validate_jwt_svid("tool", &live).await.unwrap();
+    // A token without a jti cannot be named in the list, and passes.
+    let plain = world.own.jwt(WEB, &audience, Duration::from_secs(60));
+    client.validate_jwt_svid("tool", &plain).await.unwrap();
+
+    let pending = world
+        .snapshot(world.standard_identities())
+        .with_revocations(Revocations::Pending);
+    harness.source.publish(pending);
+    for token in [&revoked, &live] {
+        let status = client.validate_jwt_svid("tool", token).await.unwrap_err();
+        let status = status.status().unwrap();
+        assert_status(
+            status,
+            Code::Unavailable,
+            "the agent has not received the list of revoked tokens from its server yet; retry shortly",
+        );
+    }
 }

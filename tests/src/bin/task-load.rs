@@ -42,6 +42,7 @@ usage: task-load [options]
   --seconds S        how long each measured phase runs (default 5)
   --records N        audit records per append measurement (default 2000)
   --postgres URL     also measure audit appends on PostgreSQL (a fresh database is made there)
+  --revocations N    tasks ended one by one for the revocation latency (default 200; 0: skip)
   --max-seconds N    give up after this long (default 900)
 ";
 
@@ -59,6 +60,7 @@ struct Args {
     seconds: f64,
     records: usize,
     postgres: Option<String>,
+    revocations: usize,
     max_seconds: u64,
 }
 
@@ -70,6 +72,7 @@ fn parse_args() -> anyhow::Result<Args> {
         seconds: 5.0,
         records: 2000,
         postgres: None,
+        revocations: 200,
         max_seconds: 900,
     };
     let mut it = std::env::args().skip(1);
@@ -98,6 +101,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             "--records" => args.records = number(&value)?,
             "--postgres" => args.postgres = Some(value),
+            "--revocations" => args.revocations = number(&value)?,
             "--max-seconds" => args.max_seconds = u64::try_from(number(&value)?)?,
             other => bail!("unknown flag {other}"),
         }
@@ -172,6 +176,9 @@ async fn run(args: &Args) -> anyhow::Result<Table> {
     }
     for &policies in &args.policies {
         grants(args, policies, &mut table).await?;
+    }
+    if args.revocations > 0 {
+        revocation_latency(args, &mut table).await?;
     }
     Ok(table)
 }
@@ -417,6 +424,110 @@ async fn grants(args: &Args, policies: usize, table: &mut Table) -> anyhow::Resu
         ),
     );
     agent.stop().await;
+    server.stop().await;
+    Ok(())
+}
+
+/// How long from `EndTask` returning at agent A until agent B's `ValidateJWTSVID` refuses the
+/// token, for `--revocations` tasks one after the other. B is polled back to back, so the figure
+/// includes one validation round trip (~0.3 ms) of resolution.
+async fn revocation_latency(args: &Args, table: &mut Table) -> anyhow::Result<()> {
+    use lanyard_proto::task::EndTaskRequest;
+    use lanyard_proto::workload::ValidateJwtsvidRequest;
+    use lanyard_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+
+    let tmp = tempfile::tempdir()?;
+    let policy_dir = tmp.path().join("policies");
+    write_policies(&policy_dir, 1)?;
+    let server_dir = tmp.path().join("server");
+    std::fs::create_dir_all(&server_dir)?;
+    let extra = vec!["--policy-dir".to_owned(), policy_dir.display().to_string()];
+    let (mut server, mut admin) =
+        ServerProcess::start(&args.lanyard, &server_dir, &extra, "info").await?;
+    let node_addr = server.node_addr().await?;
+    let mut agents = Vec::new();
+    for name in ["a", "b"] {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir)?;
+        let id = format!("spiffe://{TRUST_DOMAIN}/lanyard/agent/{name}");
+        agents.push(AgentProcess::start(&args.lanyard, &dir, &mut admin, node_addr, &id).await?);
+    }
+    let (a, b) = (&agents[0], &agents[1]);
+    let uid = rustix::process::getuid().as_raw();
+    timed(
+        "BatchCreateEntries",
+        admin.batch_create_entries(pb::BatchCreateEntriesRequest {
+            entries: vec![pb::Entry {
+                spiffe_id: WORKLOAD.to_owned(),
+                parent_id: format!("spiffe://{TRUST_DOMAIN}/lanyard/agent/a"),
+                selectors: vec![format!("unix:uid:{uid}")],
+                ..Default::default()
+            }],
+        }),
+    )
+    .await?;
+    let mut tasks = tasks_client(&a.socket).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while grant(&mut tasks).await.is_err() {
+        ensure!(Instant::now() < deadline, "no grant at agent A within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut validator =
+        SpiffeWorkloadApiClient::new(lanyard_workload::connect_channel(&b.socket).await?);
+    let validate = |token: String| {
+        let mut request = tonic::Request::new(ValidateJwtsvidRequest {
+            audience: TOOL.to_owned(),
+            svid: token,
+        });
+        request.metadata_mut().insert(
+            "workload.spiffe.io",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        request
+    };
+    let mut samples = Samples::default();
+    for _ in 0..args.revocations {
+        let granted = tasks.begin_task(grant_request()).await?.into_inner();
+        let task_id = granted.task.map(|t| t.id).unwrap_or_default();
+        // B accepts it first (so that what is measured is the revocation, not the token's arrival).
+        let accept_by = Instant::now() + Duration::from_secs(10);
+        while validator
+            .validate_jwtsvid(validate(granted.token.clone()))
+            .await
+            .is_err()
+        {
+            ensure!(
+                Instant::now() < accept_by,
+                "agent B never accepted a fresh token"
+            );
+        }
+        tasks.end_task(EndTaskRequest { task_id }).await?;
+        let ended = Instant::now();
+        let refuse_by = ended + Duration::from_secs(10);
+        loop {
+            match validator
+                .validate_jwtsvid(validate(granted.token.clone()))
+                .await
+            {
+                Err(status) if status.message().contains("revoked") => break,
+                _ => ensure!(
+                    Instant::now() < refuse_by,
+                    "agent B still accepted an ended task's token after 10 s"
+                ),
+            }
+        }
+        samples.push(ended.elapsed());
+    }
+    table.row(
+        format!(
+            "**revocation: EndTask returned at agent A → agent B refuses the token**, one server, {} tasks: p50 / p99 / max",
+            samples.len()
+        ),
+        samples.p50_p99_max(),
+    );
+    for agent in agents {
+        agent.stop().await;
+    }
     server.stop().await;
     Ok(())
 }

@@ -502,6 +502,13 @@ impl pb::node_server::Node for Service {
     ) -> Result<Response<lanyard_proto::task::ListTasksResponse>, Status> {
         Err(Status::unimplemented("the fake server decides no tasks"))
     }
+
+    async fn end_task(
+        &self,
+        _request: Request<pb::EndTaskRequest>,
+    ) -> Result<Response<lanyard_proto::task::Task>, Status> {
+        Err(Status::unimplemented("the fake server decides no tasks"))
+    }
 }
 
 impl Service {
@@ -523,6 +530,8 @@ impl Service {
                 let mut msg = delta(&state, since);
                 msg.revision = revision;
                 msg.bundle_json = bundle_json;
+                // As the real server does: the (here empty) revocation list first.
+                msg.revocations = true;
                 (vec![msg], revision)
             } else {
                 state.full_syncs += 1;
@@ -538,6 +547,7 @@ impl Service {
                     .enumerate()
                     .map(|(i, chunk)| pb::SyncEntriesResponse {
                         full_sync: i == 0,
+                        revocations: i == 0,
                         entries: chunk.to_vec(),
                         more: i != last,
                         revision: if i == last { revision } else { 0 },

@@ -81,6 +81,69 @@ pub(super) async fn create(
     Ok(row)
 }
 
+/// Ends a task now, with its audit record in the same transaction. A task that has ended already
+/// keeps its first `ended_at` and nothing is appended (`Ok(None)` for the record).
+pub(super) async fn end(
+    store: &SqlStore,
+    id: &str,
+    record: &AuditAppend,
+) -> Result<(TaskRecord, Option<AuditRow>)> {
+    audit::validate(record)?;
+    let now = time_to_us("now", store.now())?;
+    let mut tx = store.pool.begin_write().await?;
+    let ended = tx
+        .execute(
+            Stmt::new("UPDATE tasks SET ended_at_us = $1 WHERE id = $2 AND ended_at_us IS NULL")
+                .bind(now)
+                .bind(id),
+        )
+        .await?;
+    let row = tx
+        .fetch_optional(Stmt::new(format!("SELECT {COLUMNS} FROM tasks WHERE id = $1")).bind(id))
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            kind: KIND,
+            key: id.to_owned(),
+        })?;
+    let task = decode_row(&row)?;
+    let audit_row = if ended == 1 {
+        Some(audit::append_in(&mut tx, record, now).await?)
+    } else {
+        None
+    };
+    tx.commit().await?;
+    Ok((task, audit_row))
+}
+
+/// The token ids of tasks that ended before their tokens expired, with those expiries: what
+/// agents must refuse until then.
+pub(super) async fn revoked(
+    store: &SqlStore,
+    now: SystemTime,
+) -> Result<Vec<(String, SystemTime)>> {
+    let stmt = Stmt::new(
+        "SELECT token_id, expires_at_us FROM tasks \
+         WHERE ended_at_us IS NOT NULL AND expires_at_us > $1 ORDER BY token_id",
+    )
+    .bind(time_to_us("now", now)?);
+    store
+        .pool
+        .fetch_all(stmt)
+        .await?
+        .iter()
+        .map(|row| {
+            let token_id: String = row.get(0)?;
+            let expires_at: i64 = row.get(1)?;
+            let expires_at = us_to_time(expires_at).ok_or_else(|| Error::InvalidData {
+                kind: KIND,
+                key: token_id.clone(),
+                reason: "expires_at: out of range".to_owned(),
+            })?;
+            Ok((token_id, expires_at))
+        })
+        .collect()
+}
+
 pub(super) async fn get(store: &SqlStore, id: &str) -> Result<Option<TaskRecord>> {
     let stmt = Stmt::new(format!("SELECT {COLUMNS} FROM tasks WHERE id = $1")).bind(id);
     store

@@ -2393,3 +2393,61 @@ pub(crate) async fn audit_batch_append(ctx: Ctx) {
     assert_eq!(ctx.store.audit_size().await.unwrap(), before + 5);
     assert!(ctx.store.append_audits(&[]).await.unwrap().is_empty());
 }
+
+pub(crate) async fn tasks_end_and_revoked_tokens(ctx: Ctx) {
+    let now = ctx.clock.now();
+    let t1 = task("t1", WORKLOAD, "mcp://db", now);
+    let t2 = task("t2", WORKLOAD, "mcp://db", now);
+    ctx.store.create_task(&t1, &granted(&t1)).await.unwrap();
+    ctx.store.create_task(&t2, &granted(&t2)).await.unwrap();
+    assert!(ctx.store.revoked_tokens(now).await.unwrap().is_empty());
+
+    ctx.clock.advance(Duration::from_secs(10));
+    let ended_at = ctx.clock.now();
+    let record = audit("task.ended", WORKLOAD, "t1", "{}");
+    let (ended, row) = ctx.store.end_task("t1", &record).await.unwrap();
+    assert_eq!(ended.ended_at, Some(ended_at));
+    let row = row.expect("the first end is recorded");
+    assert_eq!(
+        (row.kind.as_str(), row.subject.as_str()),
+        ("task.ended", "t1")
+    );
+    assert_eq!(ctx.store.get_task("t1").await.unwrap(), Some(ended));
+    assert_eq!(
+        ctx.store.revoked_tokens(ctx.clock.now()).await.unwrap(),
+        [("jti-t1".to_owned(), t1.expires_at)]
+    );
+
+    // Ending it again changes nothing and records nothing.
+    let size = ctx.store.audit_size().await.unwrap();
+    ctx.clock.advance(Duration::from_secs(1));
+    let (again, row) = ctx.store.end_task("t1", &record).await.unwrap();
+    assert_eq!((again.ended_at, row), (Some(ended_at), None));
+    assert_eq!(ctx.store.audit_size().await.unwrap(), size);
+
+    // Unknown: NotFound, nothing recorded. A bad record: refused before anything is written.
+    assert!(matches!(
+        ctx.store.end_task("nope", &record).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        ctx.store
+            .end_task("t2", &audit("", WORKLOAD, "t2", "{}"))
+            .await,
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert_eq!(
+        ctx.store.get_task("t2").await.unwrap().unwrap().ended_at,
+        None
+    );
+    assert_eq!(ctx.store.audit_size().await.unwrap(), size);
+
+    // Once the token has expired anyway, it no longer needs to be refused by id.
+    assert!(
+        ctx.store
+            .revoked_tokens(t1.expires_at)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -16,7 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{CallerInfo, responses, status};
-use crate::{CallerAttestor, IdentitySource, Snapshot};
+use crate::{CallerAttestor, IdentitySource, Revocations, Snapshot};
 
 /// The gRPC metadata key every Workload API request must carry, with value `true`.
 pub(crate) const SECURITY_HEADER: &str = "workload.spiffe.io";
@@ -242,6 +242,17 @@ impl<S: IdentitySource, A: CallerAttestor> SpiffeWorkloadApi for WorkloadService
         let bundles = responses::validation_bundles(&snapshot, &selectors);
         let verified = verify_jwt_svid(&body.svid, &body.audience, &bundles, self.clock.now())
             .map_err(|e| status::invalid_jwt_svid(&e))?;
+        // A task's token is revoked when the task ends, before it expires.
+        let jti = verified.claims().get("jti").and_then(|v| v.as_str());
+        match snapshot.revocations() {
+            Revocations::NotTracked => {}
+            Revocations::Pending => return Err(status::revocations_pending()),
+            Revocations::Known(revoked) => {
+                if jti.is_some_and(|jti| revoked.contains(jti)) {
+                    return Err(status::token_revoked());
+                }
+            }
+        }
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: verified.spiffe_id().to_string(),
             claims: Some(responses::claims(&verified, snapshot.trust_domain())),

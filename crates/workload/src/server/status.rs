@@ -52,6 +52,16 @@ pub(crate) fn jwt_fetch_failed(error: &JwtSvidFetchError) -> Status {
     }
 }
 
+pub(crate) fn token_revoked() -> Status {
+    Status::invalid_argument("token has been revoked (its task ended)")
+}
+
+pub(crate) fn revocations_pending() -> Status {
+    Status::unavailable(
+        "the agent has not received the list of revoked tokens from its server yet; retry shortly",
+    )
+}
+
 pub(crate) fn wit_unimplemented() -> Status {
     Status::unimplemented("WIT-SVIDs are not supported")
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use lanyard_core::SelectorSet;
 use lanyard_proto::task::tasks_server::Tasks;
 use lanyard_proto::task::{
-    BeginTaskRequest, BeginTaskResponse, GetTaskRequest, ListTasksRequest, ListTasksResponse, Task,
+    BeginTaskRequest, BeginTaskResponse, EndTaskRequest, GetTaskRequest, ListTasksRequest,
+    ListTasksResponse, Task,
 };
 use tonic::{Request, Response, Status};
 
@@ -61,6 +62,14 @@ impl<T: TaskSource, A: CallerAttestor> Tasks for TaskService<T, A> {
         let caller = self.attest(&request).await?;
         self.tasks
             .list_tasks(&caller, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn end_task(&self, request: Request<EndTaskRequest>) -> Result<Response<Task>, Status> {
+        let caller = self.attest(&request).await?;
+        self.tasks
+            .end_task(&caller, request.into_inner())
             .await
             .map(Response::new)
     }

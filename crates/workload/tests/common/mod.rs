@@ -81,6 +81,17 @@ pub struct JwtSigner {
 impl JwtSigner {
     /// An ES256 JWT-SVID with `kid` and `typ`, issued now, valid for `ttl`, with one private claim.
     pub fn sign(&self, sub: &str, audiences: &[String], ttl: Duration) -> String {
+        self.sign_with(sub, audiences, ttl, serde_json::json!({}))
+    }
+
+    /// [`sign`](Self::sign) with more claims (e.g. a `jti`).
+    pub fn sign_with(
+        &self,
+        sub: &str,
+        audiences: &[String],
+        ttl: Duration,
+        more: serde_json::Value,
+    ) -> String {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
@@ -95,6 +106,10 @@ impl JwtSigner {
             "iat": now,
             "extra": "private claim",
         });
+        let mut claims = claims;
+        if let (Some(claims), Some(more)) = (claims.as_object_mut(), more.as_object()) {
+            claims.extend(more.clone());
+        }
         jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
     }
 }
@@ -162,6 +177,16 @@ impl Authority {
 
     pub fn jwt(&self, sub: &str, audiences: &[String], ttl: Duration) -> String {
         self.signer.sign(sub, audiences, ttl)
+    }
+
+    /// A JWT-SVID with a `jti`, as task tokens have.
+    pub fn jwt_with_id(&self, sub: &str, audiences: &[String], jti: &str) -> String {
+        self.signer.sign_with(
+            sub,
+            audiences,
+            Duration::from_secs(60),
+            serde_json::json!({ "jti": jti }),
+        )
     }
 
     pub fn identity(&self, spiffe_id: &str, entry_selectors: &[&str]) -> Identity {
