@@ -68,6 +68,8 @@ struct ServerFile {
     #[serde(default)]
     retention: RetentionFile,
     policy_dir: Option<PathBuf>,
+    /// Most delegation hops below a task begun directly (default 3).
+    max_delegation_depth: Option<u32>,
     #[serde(default)]
     audit: AuditFile,
 }
@@ -230,6 +232,13 @@ impl ServerRunArgs {
             }
         }
         config.policy_dir = self.policy_dir.or(file.policy_dir);
+        if let Some(depth) = file.max_delegation_depth {
+            anyhow::ensure!(
+                depth <= 32,
+                "config: max_delegation_depth must be at most 32"
+            );
+            config.max_delegation_depth = depth;
+        }
         if let Some(interval) = duration(
             "audit.checkpoint_interval",
             file.audit.checkpoint_interval.as_ref(),
@@ -332,6 +341,7 @@ mod tests {
     fn node_api_limits_and_retention_come_from_the_file() {
         let file = write(
             "trust_domain = \"a.org\"\npolicy_dir = \"/etc/lanyard/policies\"\n\
+             max_delegation_depth = 1\n\
              [node_api]\nattestation_timeout = \"2s\"\n\
              max_attestation_bytes = 65536\nmax_connections = 3\nmax_streams_per_connection = 8\n\
              [retention]\nused_join_tokens = \"10m\"\n\
@@ -353,6 +363,7 @@ mod tests {
             Some(std::path::Path::new("/etc/lanyard/policies"))
         );
         assert_eq!(config.audit_checkpoint_interval.as_secs(), 5);
+        assert_eq!(config.max_delegation_depth, 1);
     }
 
     #[test]
@@ -391,6 +402,10 @@ mod tests {
             (
                 "trust_domain = \"a.org\"\n[retention]\nevents = \"30d\"\n",
                 "unknown field `events`",
+            ),
+            (
+                "trust_domain = \"a.org\"\nmax_delegation_depth = 99\n",
+                "max_delegation_depth must be at most 32",
             ),
             (
                 "trust_domain = \"a.org\"\n[audit]\ncheckpoint_interval = \"0s\"\n",

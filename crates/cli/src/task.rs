@@ -83,6 +83,12 @@ pub(crate) struct BeginArgs {
     /// Which of the caller's identities (default: its only one).
     #[arg(long)]
     spiffe_id: Option<SpiffeId>,
+    /// Delegate part of a parent task: its token (the child may only narrow it).
+    #[arg(long, conflicts_with = "parent_token_file")]
+    parent_token: Option<String>,
+    /// The parent task's token, read from this file (not shown in the process list).
+    #[arg(long)]
+    parent_token_file: Option<std::path::PathBuf>,
 }
 
 pub(crate) async fn run(command: TaskCommand) -> anyhow::Result<()> {
@@ -146,8 +152,17 @@ fn print_ended(task: &pb::Task, output: OutputFormat) -> anyhow::Result<()> {
 }
 
 async fn begin(args: BeginArgs, opts: &SocketOpts) -> anyhow::Result<()> {
+    let parent_token = match (args.parent_token, &args.parent_token_file) {
+        (Some(token), _) => token,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => String::new(),
+    };
     let mut tasks = tasks_client(opts).await?;
     let request = pb::BeginTaskRequest {
+        parent_token,
         audience: args.audience,
         operations: args.operations,
         ttl_seconds: args

@@ -52,6 +52,8 @@ fn request() -> GrantRequest {
         purpose: "benchmark".into(),
         on_behalf_of: String::new(),
         delegation_depth: 0,
+        root_principal: String::new(),
+        parent_workload: String::new(),
         now: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
     }
 }

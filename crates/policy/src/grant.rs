@@ -116,6 +116,10 @@ pub struct GrantRequest {
     /// `""` when the task acts for no one else.
     pub on_behalf_of: String,
     pub delegation_depth: u32,
+    /// The SPIFFE ID that began the delegation chain; `""` for a task asked for directly.
+    pub root_principal: String,
+    /// The SPIFFE ID whose task this one derives from; `""` for a task asked for directly.
+    pub parent_workload: String,
     pub now: SystemTime,
 }
 
@@ -647,6 +651,8 @@ fn check_request(request: &GrantRequest) -> Result<(), GrantError> {
     check_text("audience", &request.audience)?;
     check_text("purpose", &request.purpose)?;
     check_text("on_behalf_of", &request.on_behalf_of)?;
+    check_text("root_principal", &request.root_principal)?;
+    check_text("parent_workload", &request.parent_workload)?;
     match request.operations.len() {
         0 => return Err(GrantError::NoOperations),
         n if n > MAX_OPERATIONS => return Err(GrantError::TooManyOperations(n)),
@@ -703,6 +709,14 @@ fn context(request: &GrantRequest) -> Result<Context, GrantError> {
         (
             "delegation_depth".to_owned(),
             long(u64::from(request.delegation_depth)),
+        ),
+        (
+            "root_principal".to_owned(),
+            RestrictedExpression::new_string(request.root_principal.clone()),
+        ),
+        (
+            "parent_workload".to_owned(),
+            RestrictedExpression::new_string(request.parent_workload.clone()),
         ),
     ])
     .map_err(|e| GrantError::Context(Box::new(e)))

@@ -42,6 +42,8 @@ pub struct ServerConfig {
     pub policy_dir: Option<PathBuf>,
     /// How often the audit log is checked for new records and, if there are, a checkpoint signed.
     pub audit_checkpoint_interval: Duration,
+    /// Most delegation hops below a task begun directly (a child of a child of a child: 3).
+    pub max_delegation_depth: u32,
 }
 
 /// What the node API spends on one peer. It is reachable from the network, and `AttestAgent` is
@@ -155,6 +157,7 @@ impl ServerConfig {
             retention: Retention::default(),
             policy_dir: None,
             audit_checkpoint_interval: Duration::from_secs(1),
+            max_delegation_depth: 3,
         }
     }
 

@@ -62,7 +62,8 @@ pub(crate) fn parse_selectors(field: &str, values: &[String]) -> Result<Selector
 }
 
 /// The request `lanyard policy test` puts to the loaded policies. The context is a JSON object
-/// with any of `ttl_seconds`, `purpose`, `on_behalf_of`, `delegation_depth` (others refused).
+/// with any of `ttl_seconds`, `purpose`, `on_behalf_of`, `delegation_depth`, `root_principal`,
+/// `parent_workload` (others refused).
 pub(crate) fn grant_request(
     request: &lanyard_proto::admin::TestPolicyRequest,
     now: std::time::SystemTime,
@@ -79,6 +80,8 @@ pub(crate) fn grant_request(
         purpose: String::new(),
         on_behalf_of: String::new(),
         delegation_depth: 0,
+        root_principal: String::new(),
+        parent_workload: String::new(),
         now,
     };
     if request.context_json.is_empty() {
@@ -111,11 +114,17 @@ pub(crate) fn grant_request(
             "on_behalf_of" => {
                 grant.on_behalf_of = value.as_str().ok_or_else(|| bad("a string"))?.to_owned();
             }
+            "root_principal" => {
+                grant.root_principal = value.as_str().ok_or_else(|| bad("a string"))?.to_owned();
+            }
+            "parent_workload" => {
+                grant.parent_workload = value.as_str().ok_or_else(|| bad("a string"))?.to_owned();
+            }
             other => {
                 return Err(invalid(
                     "context",
                     format!(
-                        "unknown key `{other}` (known: ttl_seconds, purpose, on_behalf_of, delegation_depth; time is now)"
+                        "unknown key `{other}` (known: ttl_seconds, purpose, on_behalf_of, delegation_depth, root_principal, parent_workload; time is now)"
                     ),
                 ));
             }

@@ -18,6 +18,7 @@ mod audit;
 mod authority;
 mod config;
 mod convert;
+mod delegation;
 mod http;
 mod index;
 mod limits;

@@ -18,6 +18,7 @@ use serde_json::json;
 use tonic::Status;
 
 use crate::admin::{ca_status, store_status};
+use crate::delegation::{Parent, child_ttl};
 use crate::{ServerState, audit, unix_seconds};
 
 /// No task credential lives longer than this, whatever is asked or allowed.
@@ -67,6 +68,39 @@ pub(crate) async fn begin(
         }
         n => n.unsigned_abs(),
     };
+    // A delegated task: the parent must check out, and the child only narrow it.
+    let mut on_behalf_of = request.on_behalf_of.clone();
+    let mut not_after = None;
+    let mut delegated = None;
+    if !request.parent_token.is_empty() {
+        let narrowed = match Parent::verify(state, &request.parent_token, now).await {
+            Ok(parent) => parent
+                .narrow(
+                    &request.audience,
+                    &request.operations,
+                    &request.on_behalf_of,
+                    state.config.max_delegation_depth,
+                )
+                .map(|narrowed| (parent, narrowed)),
+            Err(reason) => Err(reason),
+        };
+        let (parent, narrowed) = match narrowed {
+            Ok(ok) => ok,
+            Err(reason) => {
+                return Err(refused(reason.clone(), Status::permission_denied(reason)).await);
+            }
+        };
+        if request.ttl_seconds > 0 && now + Duration::from_secs(requested_ttl) > narrowed.not_after
+        {
+            let reason =
+                "a delegated task may only narrow its parent: it would expire after the parent"
+                    .to_owned();
+            return Err(refused(reason.clone(), Status::permission_denied(reason)).await);
+        }
+        on_behalf_of = parent.task.on_behalf_of.clone();
+        not_after = Some(narrowed.not_after);
+        delegated = Some((parent, narrowed.depth));
+    }
     let grant = GrantRequest {
         principal: workload.clone(),
         selectors: entry.selectors().clone(),
@@ -74,8 +108,16 @@ pub(crate) async fn begin(
         operations: request.operations.clone(),
         ttl_seconds: requested_ttl,
         purpose: request.purpose.clone(),
-        on_behalf_of: request.on_behalf_of.clone(),
-        delegation_depth: 0,
+        on_behalf_of: on_behalf_of.clone(),
+        delegation_depth: delegated.as_ref().map_or(0, |(_, depth)| *depth),
+        root_principal: delegated
+            .as_ref()
+            .map(|(parent, _)| parent.root_principal())
+            .unwrap_or_default(),
+        parent_workload: delegated
+            .as_ref()
+            .map(|(parent, _)| parent.task.spiffe_id.to_string())
+            .unwrap_or_default(),
         now,
     };
     let policies = state.policies.current();
@@ -121,7 +163,10 @@ pub(crate) async fn begin(
     }
 
     let limit = policies.bundle.ttl_limit(&decision).unwrap_or(u64::MAX);
-    let ttl = Duration::from_secs(requested_ttl.min(limit).min(MAX_TASK_TTL.as_secs()));
+    let mut ttl = Duration::from_secs(requested_ttl.min(limit).min(MAX_TASK_TTL.as_secs()));
+    if let Some(not_after) = not_after {
+        ttl = child_ttl(ttl, now, not_after);
+    }
     let task_id = random_id();
     let token_id = random_id();
     let mut claim = serde_json::Map::new();
@@ -130,10 +175,16 @@ pub(crate) async fn begin(
     if !request.purpose.is_empty() {
         claim.insert("purpose".into(), json!(request.purpose));
     }
-    if !request.on_behalf_of.is_empty() {
-        claim.insert("obo".into(), json!(request.on_behalf_of));
+    if !on_behalf_of.is_empty() {
+        claim.insert("obo".into(), json!(on_behalf_of));
     }
     let mut extra_claims = serde_json::Map::new();
+    if let Some((parent, depth)) = &delegated {
+        claim.insert("parent".into(), json!(parent.task.id));
+        claim.insert("depth".into(), json!(depth));
+        claim.insert("chain".into(), json!(parent.chain));
+        extra_claims.insert("act".into(), parent.child_act());
+    }
     extra_claims.insert(CLAIM.into(), serde_json::Value::Object(claim));
     let svid = state
         .authority
@@ -154,12 +205,14 @@ pub(crate) async fn begin(
         audience: request.audience.clone(),
         operations: request.operations.clone(),
         purpose: request.purpose.clone(),
-        on_behalf_of: request.on_behalf_of.clone(),
+        on_behalf_of: on_behalf_of.clone(),
         policy_ids: decision.policy_ids(),
         token_id: token_id.clone(),
         issued_at: svid.issued_at,
         expires_at: svid.expires_at,
         ended_at: None,
+        parent_id: delegated.as_ref().map(|(parent, _)| parent.task.id.clone()),
+        depth: delegated.as_ref().map_or(0, |(_, depth)| *depth),
     };
     let record = audit::draft(
         "task.granted",
@@ -171,7 +224,9 @@ pub(crate) async fn begin(
             "audience": request.audience,
             "operations": request.operations,
             "purpose": request.purpose,
-            "on_behalf_of": request.on_behalf_of,
+            "on_behalf_of": on_behalf_of,
+            "parent_id": task.parent_id,
+            "depth": task.depth,
             "policy_ids": decision.policy_ids(),
             "jti": token_id,
             "token_sha256": sha256_hex(svid.token.as_bytes()),
@@ -277,6 +332,8 @@ pub(crate) fn task_to_proto(task: &TaskRecord) -> pb::Task {
         expires_at: unix_seconds(task.expires_at),
         ended_at: task.ended_at.map_or(0, unix_seconds),
         token_id: task.token_id.clone(),
+        parent_id: task.parent_id.clone().unwrap_or_default(),
+        depth: task.depth,
     }
 }
 
@@ -315,9 +372,10 @@ pub(crate) async fn list(
     })
 }
 
-/// Ends the task `id` now, if it was granted to one of `holders` (empty: any, for an
-/// administrator), recording `kind` (`task.ended` by its owner, `task.revoked` by an admin) in the
-/// same transaction, and pushes the new revocation list to every agent. Ending an ended task
+/// Ends the task `id` now, and every task delegated from it, if it was granted to one of
+/// `holders` (empty: any, for an administrator), recording `kind` (`task.ended` by its owner,
+/// `task.revoked` by an admin) for each in the same transaction, and pushes the new revocation
+/// list to every agent. Ending an ended task
 /// answers with the task as it is and records nothing.
 pub(crate) async fn end(
     state: &ServerState,
@@ -348,7 +406,7 @@ pub(crate) async fn end(
         .end_task(&task.id, &record)
         .await
         .map_err(store_status)?;
-    if recorded.is_some() {
+    if !recorded.is_empty() {
         state.revocations_changed().await;
     }
     Ok(task_to_proto(&ended))

@@ -217,14 +217,11 @@ pub trait DataStore: Send + Sync + fmt::Debug {
 
     async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>>;
 
-    /// Ends a task now (its token is revoked from then on) and appends `audit` in the same
-    /// transaction. Returns the task and the record; ending an ended task changes nothing and
-    /// appends nothing (`None`). `NotFound` for an unknown id.
-    async fn end_task(
-        &self,
-        id: &str,
-        audit: &AuditAppend,
-    ) -> Result<(TaskRecord, Option<AuditRow>)>;
+    /// Ends a task now, and every task delegated from it at any depth (their tokens are revoked
+    /// from then on), appending one copy of `audit` per task ended (subject: that task's id) in
+    /// the same transaction. Returns the task and the records; tasks that had ended already are
+    /// left as they are and get no record. `NotFound` for an unknown id.
+    async fn end_task(&self, id: &str, audit: &AuditAppend) -> Result<(TaskRecord, Vec<AuditRow>)>;
 
     /// Token ids of ended tasks whose tokens have not expired at `now`, with their expiries.
     async fn revoked_tokens(

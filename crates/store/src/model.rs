@@ -258,6 +258,10 @@ pub struct TaskRecord {
     pub expires_at: SystemTime,
     /// When the task was ended early (by `EndTask`), if it was.
     pub ended_at: Option<SystemTime>,
+    /// The task this one was delegated from (begun with its token), if any.
+    pub parent_id: Option<String>,
+    /// Hops from the root task: 0 for a task begun without a parent.
+    pub depth: u32,
 }
 
 /// Conditions of a task listing; all that are set must hold. Results are ordered by id.

@@ -65,6 +65,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0003_audit_log.sql"),
         include_str!("../migrations/postgres/0003_audit_log.sql"),
     ),
+    (
+        4,
+        "task parents",
+        include_str!("../migrations/sqlite/0004_task_parents.sql"),
+        include_str!("../migrations/postgres/0004_task_parents.sql"),
+    ),
 ];
 
 /// The store: a pool and a clock.
@@ -564,11 +570,7 @@ impl DataStore for SqlStore {
         tasks::create(self, task, audit).await
     }
 
-    async fn end_task(
-        &self,
-        id: &str,
-        audit: &AuditAppend,
-    ) -> Result<(TaskRecord, Option<AuditRow>)> {
+    async fn end_task(&self, id: &str, audit: &AuditAppend) -> Result<(TaskRecord, Vec<AuditRow>)> {
         tasks::end(self, id, audit).await
     }
 

@@ -34,6 +34,10 @@ type TaskContext = {
   time: Long,
   // How many delegation hops lie above this task (0: asked for directly).
   delegation_depth: Long,
+  // The SPIFFE ID of the workload that began the chain ("" when asked for directly).
+  root_principal: String,
+  // The SPIFFE ID of the workload whose task this one derives from ("" when asked for directly).
+  parent_workload: String,
 };
 "#;
 

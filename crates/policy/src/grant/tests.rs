@@ -22,6 +22,8 @@ fn request(audience: &str, operations: &[&str]) -> GrantRequest {
         purpose: "summarise tickets".into(),
         on_behalf_of: "spiffe://example.org/human/alice".into(),
         delegation_depth: 1,
+        root_principal: String::new(),
+        parent_workload: String::new(),
         now: UNIX_EPOCH + Duration::from_secs(NOW),
     }
 }
@@ -441,4 +443,37 @@ fn a_bad_max_ttl_is_refused_at_load() {
         assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
         assert!(problems[0].message.contains("@max_ttl"), "{problems:?}");
     }
+}
+
+#[test]
+fn policies_see_the_delegation_chain() {
+    let bundle = bundle(
+        r#"
+@id("delegated-read")
+permit(principal, action == Action::"read", resource == Tool::"tickets")
+when {
+  context.delegation_depth <= 2 &&
+  context.root_principal == "spiffe://example.org/orchestrator" &&
+  context.parent_workload like "spiffe://example.org/*"
+};
+"#,
+    );
+    let mut r = request("tickets", &["read"]);
+    r.delegation_depth = 1;
+    r.root_principal = "spiffe://example.org/orchestrator".into();
+    r.parent_workload = "spiffe://example.org/orchestrator".into();
+    assert!(decide(&bundle, &r).allowed());
+    r.root_principal = "spiffe://example.org/someone-else".into();
+    assert!(!decide(&bundle, &r).allowed());
+    r.root_principal = "spiffe://example.org/orchestrator".into();
+    r.delegation_depth = 3;
+    assert!(!decide(&bundle, &r).allowed());
+    r.delegation_depth = 1;
+    r.parent_workload = "bad\u{0}".into();
+    assert!(matches!(
+        bundle.decide(&r),
+        Err(GrantError::ControlCharacter {
+            field: "parent_workload"
+        })
+    ));
 }

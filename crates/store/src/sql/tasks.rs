@@ -17,7 +17,7 @@ const MAX_FILTER_IDS: usize = 1000;
 
 /// The columns [`decode_row`] reads, in order (also the columns an insert writes).
 const COLUMNS: &str = "id, spiffe_id, entry_id, agent_id, audience, operations, purpose, \
-    on_behalf_of, policy_ids, token_id, issued_at_us, expires_at_us, ended_at_us";
+    on_behalf_of, policy_ids, token_id, issued_at_us, expires_at_us, ended_at_us, parent_id, depth";
 
 pub(super) async fn create(
     store: &SqlStore,
@@ -36,7 +36,7 @@ pub(super) async fn create(
     let now = time_to_us("now", store.now())?;
     let insert = Stmt::new(format!(
         "INSERT INTO tasks ({COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT DO NOTHING"
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING"
     ))
     .bind(task.id.as_str())
     .bind(task.spiffe_id.as_str())
@@ -54,7 +54,9 @@ pub(super) async fn create(
         task.ended_at
             .map(|t| time_to_us("ended_at", t))
             .transpose()?,
-    );
+    )
+    .bind(task.parent_id.clone())
+    .bind(i64::from(task.depth));
 
     let mut tx = store.pool.begin_write().await?;
     // The task first: when its id (or token id) is taken, nothing is appended (the transaction
@@ -81,23 +83,48 @@ pub(super) async fn create(
     Ok(row)
 }
 
-/// Ends a task now, with its audit record in the same transaction. A task that has ended already
-/// keeps its first `ended_at` and nothing is appended (`Ok(None)` for the record).
+/// Ends a task now, and every task delegated from it (at any depth) that has not ended, with one
+/// audit record per task ended, in one transaction: `record` for the task itself, and for each
+/// descendant a copy of it whose subject is that task's id. A task that has ended already keeps
+/// its first `ended_at`; if nothing ended, nothing is appended.
 pub(super) async fn end(
     store: &SqlStore,
     id: &str,
     record: &AuditAppend,
-) -> Result<(TaskRecord, Option<AuditRow>)> {
+) -> Result<(TaskRecord, Vec<AuditRow>)> {
     audit::validate(record)?;
     let now = time_to_us("now", store.now())?;
     let mut tx = store.pool.begin_write().await?;
-    let ended = tx
-        .execute(
+    // The task and its descendants, by following parent_id down.
+    let family = tx
+        .fetch_all(
+            Stmt::new(
+                "WITH RECURSIVE family(id) AS (\
+                   SELECT id FROM tasks WHERE id = $1 \
+                   UNION SELECT t.id FROM tasks t JOIN family f ON t.parent_id = f.id) \
+                 SELECT t.id FROM tasks t JOIN family f ON t.id = f.id \
+                 WHERE t.ended_at_us IS NULL ORDER BY t.depth, t.id",
+            )
+            .bind(id),
+        )
+        .await?
+        .iter()
+        .map(|row| row.get::<String>(0))
+        .collect::<std::result::Result<Vec<String>, _>>()?;
+    let mut rows = Vec::with_capacity(family.len());
+    for task_id in &family {
+        tx.execute(
             Stmt::new("UPDATE tasks SET ended_at_us = $1 WHERE id = $2 AND ended_at_us IS NULL")
                 .bind(now)
-                .bind(id),
+                .bind(task_id.as_str()),
         )
         .await?;
+        let mut record = record.clone();
+        if task_id != id {
+            record.subject = task_id.clone();
+        }
+        rows.push(audit::append_in(&mut tx, &record, now).await?);
+    }
     let row = tx
         .fetch_optional(Stmt::new(format!("SELECT {COLUMNS} FROM tasks WHERE id = $1")).bind(id))
         .await?
@@ -106,13 +133,8 @@ pub(super) async fn end(
             key: id.to_owned(),
         })?;
     let task = decode_row(&row)?;
-    let audit_row = if ended == 1 {
-        Some(audit::append_in(&mut tx, record, now).await?)
-    } else {
-        None
-    };
     tx.commit().await?;
-    Ok((task, audit_row))
+    Ok((task, rows))
 }
 
 /// The token ids of tasks that ended before their tokens expired, with those expiries: what
@@ -234,6 +256,9 @@ fn decode_row(row: &Row) -> Result<TaskRecord> {
             .get::<Option<i64>>(12)?
             .map(|us| time("ended_at", us))
             .transpose()?,
+        parent_id: row.get(13)?,
+        depth: u32::try_from(row.get::<i64>(14)?)
+            .map_err(|_| bad("depth out of range".to_owned()))?,
         id,
     })
 }

@@ -1794,6 +1794,8 @@ fn task(task_id: &str, spiffe_id: &str, audience: &str, issued_at: SystemTime) -
         issued_at,
         expires_at: issued_at + Duration::from_secs(300),
         ended_at: None,
+        parent_id: None,
+        depth: 0,
     }
 }
 
@@ -2405,11 +2407,11 @@ pub(crate) async fn tasks_end_and_revoked_tokens(ctx: Ctx) {
     ctx.clock.advance(Duration::from_secs(10));
     let ended_at = ctx.clock.now();
     let record = audit("task.ended", WORKLOAD, "t1", "{}");
-    let (ended, row) = ctx.store.end_task("t1", &record).await.unwrap();
+    let (ended, rows) = ctx.store.end_task("t1", &record).await.unwrap();
     assert_eq!(ended.ended_at, Some(ended_at));
-    let row = row.expect("the first end is recorded");
+    assert_eq!(rows.len(), 1, "the first end is recorded");
     assert_eq!(
-        (row.kind.as_str(), row.subject.as_str()),
+        (rows[0].kind.as_str(), rows[0].subject.as_str()),
         ("task.ended", "t1")
     );
     assert_eq!(ctx.store.get_task("t1").await.unwrap(), Some(ended));
@@ -2421,8 +2423,8 @@ pub(crate) async fn tasks_end_and_revoked_tokens(ctx: Ctx) {
     // Ending it again changes nothing and records nothing.
     let size = ctx.store.audit_size().await.unwrap();
     ctx.clock.advance(Duration::from_secs(1));
-    let (again, row) = ctx.store.end_task("t1", &record).await.unwrap();
-    assert_eq!((again.ended_at, row), (Some(ended_at), None));
+    let (again, rows) = ctx.store.end_task("t1", &record).await.unwrap();
+    assert_eq!((again.ended_at, rows), (Some(ended_at), Vec::new()));
     assert_eq!(ctx.store.audit_size().await.unwrap(), size);
 
     // Unknown: NotFound, nothing recorded. A bad record: refused before anything is written.
@@ -2449,5 +2451,64 @@ pub(crate) async fn tasks_end_and_revoked_tokens(ctx: Ctx) {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+pub(crate) async fn ending_a_task_ends_every_task_delegated_from_it(ctx: Ctx) {
+    let now = ctx.clock.now();
+    let root = task("root", WORKLOAD, "mcp://db", now);
+    let mut child = task("child", WORKLOAD, "mcp://db", now);
+    child.parent_id = Some("root".to_owned());
+    child.depth = 1;
+    let mut grandchild = task("grandchild", WORKLOAD, "mcp://db", now);
+    grandchild.parent_id = Some("child".to_owned());
+    grandchild.depth = 2;
+    let other = task("other", WORKLOAD, "mcp://db", now);
+    for t in [&root, &child, &grandchild, &other] {
+        ctx.store.create_task(t, &granted(t)).await.unwrap();
+    }
+    assert_eq!(
+        ctx.store.get_task("grandchild").await.unwrap(),
+        Some(grandchild.clone())
+    );
+
+    // Ending the child ends the grandchild, not the root.
+    let record = audit("task.revoked", "admin:uid=0", "child", "{}");
+    let (ended, rows) = ctx.store.end_task("child", &record).await.unwrap();
+    assert_eq!(ended.id, "child");
+    let subjects: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
+    assert_eq!(subjects, ["child", "grandchild"]);
+    assert!(
+        ctx.store
+            .get_task("root")
+            .await
+            .unwrap()
+            .unwrap()
+            .ended_at
+            .is_none()
+    );
+
+    // Ending the root ends what is left of its family; the other task stays.
+    let record = audit("task.ended", WORKLOAD, "root", "{}");
+    let (_, rows) = ctx.store.end_task("root", &record).await.unwrap();
+    let subjects: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
+    assert_eq!(subjects, ["root"]);
+    let revoked: Vec<String> = ctx
+        .store
+        .revoked_tokens(now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(jti, _)| jti)
+        .collect();
+    assert_eq!(revoked, ["jti-child", "jti-grandchild", "jti-root"]);
+    assert!(
+        ctx.store
+            .get_task("other")
+            .await
+            .unwrap()
+            .unwrap()
+            .ended_at
+            .is_none()
     );
 }

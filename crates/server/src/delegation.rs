@@ -1,0 +1,174 @@
+//! Delegated tasks: a workload hands part of its task to another by sending the parent task's
+//! token with `BeginTask`. The server checks the parent token (its own signature, not expired, the
+//! task it names exists, carries this very token and has not ended) and grants the child only if
+//! it narrows the parent: the same tool, a subset of the operations, no later expiry, and no more
+//! than `max_delegation_depth` hops below the root. The chain travels in the token twice: root
+//! first in the `lanyard` claim (`chain`), and as nested RFC 8693 `act` claims with the most
+//! recent delegator outermost.
+
+use std::time::{Duration, SystemTime};
+
+use lanyard_core::{BundleSet, verify_jwt_svid};
+use lanyard_store::TaskRecord;
+use serde_json::{Value, json};
+
+use crate::ServerState;
+use crate::tasks::CLAIM;
+
+/// A parent task whose token checked out.
+#[derive(Debug)]
+pub(crate) struct Parent {
+    pub(crate) task: TaskRecord,
+    /// Every hop from the root to the parent, root first: `{sub, txn, ops}`.
+    pub(crate) chain: Vec<Value>,
+    /// The parent's `act` claim, if it was itself delegated.
+    act: Option<Value>,
+}
+
+/// What a child may have, given its parent.
+#[derive(Debug)]
+pub(crate) struct Narrowed {
+    pub(crate) depth: u32,
+    /// The latest the child may expire: the parent's expiry.
+    pub(crate) not_after: SystemTime,
+}
+
+impl Parent {
+    /// Checks a parent task token. The error is the reason to give the caller.
+    pub(crate) async fn verify(
+        state: &ServerState,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<Self, String> {
+        let audience = unverified_audience(token)
+            .ok_or_else(|| "the parent token is not a task token".to_owned())?;
+        let mut bundles = BundleSet::new();
+        bundles.insert(state.authority.trust_bundle());
+        let verified = verify_jwt_svid(token, &audience, &bundles, now)
+            .map_err(|e| format!("the parent token is not valid: {e}"))?;
+        let claims = verified.claims();
+        let task_id = claims
+            .get(CLAIM)
+            .and_then(|c| c.get("txn"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| "the parent token is not a task token".to_owned())?;
+        let task = state
+            .store
+            .get_task(task_id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot read a parent task");
+                "the parent task cannot be read now; retry later".to_owned()
+            })?
+            .ok_or_else(|| "the parent task does not exist".to_owned())?;
+        // The token must be this task's own: a token of another task naming it is forged.
+        if claims.get("jti").and_then(Value::as_str) != Some(task.token_id.as_str())
+            || verified.spiffe_id() != &task.spiffe_id
+        {
+            return Err("the parent token does not belong to the task it names".to_owned());
+        }
+        if task.ended_at.is_some() {
+            return Err("the parent task has ended".to_owned());
+        }
+        // Checked on the record too: JWT validation allows a little clock skew.
+        if task.expires_at <= now {
+            return Err("the parent task has expired".to_owned());
+        }
+        let mut chain: Vec<Value> = claims
+            .get(CLAIM)
+            .and_then(|c| c.get("chain"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        chain.push(json!({
+            "sub": task.spiffe_id.to_string(),
+            "txn": task.id,
+            "ops": task.operations,
+        }));
+        Ok(Self {
+            act: claims.get("act").cloned(),
+            task,
+            chain,
+        })
+    }
+
+    /// Whether a child asking for `audience` and `operations`, with the caller's
+    /// `on_behalf_of`, only narrows this parent.
+    pub(crate) fn narrow(
+        &self,
+        audience: &str,
+        operations: &[String],
+        on_behalf_of: &str,
+        max_depth: u32,
+    ) -> Result<Narrowed, String> {
+        let depth = self.task.depth.saturating_add(1);
+        if depth > max_depth {
+            return Err(format!(
+                "delegation is {depth} hops deep; this server allows at most {max_depth}"
+            ));
+        }
+        if audience != self.task.audience {
+            return Err(format!(
+                "a delegated task may only narrow its parent: tool {audience:?} is not the parent's ({:?})",
+                self.task.audience
+            ));
+        }
+        if let Some(op) = operations
+            .iter()
+            .find(|op| !self.task.operations.contains(op))
+        {
+            return Err(format!(
+                "a delegated task may only narrow its parent: operation {op:?} is not one of the parent's"
+            ));
+        }
+        if !on_behalf_of.is_empty() && on_behalf_of != self.task.on_behalf_of {
+            return Err(
+                "a delegated task acts for whom its parent acts: on_behalf_of differs".to_owned(),
+            );
+        }
+        Ok(Narrowed {
+            depth,
+            not_after: self.task.expires_at,
+        })
+    }
+
+    /// The SPIFFE ID that began the chain.
+    pub(crate) fn root_principal(&self) -> String {
+        self.chain
+            .first()
+            .and_then(|hop| hop.get("sub"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The RFC 8693 `act` claim of a child: the parent outermost, its own delegators inside.
+    pub(crate) fn child_act(&self) -> Value {
+        let mut act = json!({ "sub": self.task.spiffe_id.to_string() });
+        if let Some(inner) = &self.act {
+            act["act"] = inner.clone();
+        }
+        act
+    }
+}
+
+/// The first `aud` of a JWT, read before the signature is checked, only to ask the verifier for
+/// that audience (which then checks everything).
+fn unverified_audience(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    match claims.get("aud")? {
+        Value::String(aud) => Some(aud.clone()),
+        Value::Array(auds) => auds.first()?.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// How long a child may last: what it asked (or the cap), no later than its parent.
+pub(crate) fn child_ttl(requested: Duration, now: SystemTime, not_after: SystemTime) -> Duration {
+    requested.min(not_after.duration_since(now).unwrap_or_default())
+}
