@@ -27,7 +27,7 @@ use crate::config::{AgentConfig, TrustBootstrap};
 use crate::node::{ChannelKind, Connector};
 use crate::source::AgentSource;
 use crate::storage::{AgentSvid, Storage};
-use crate::tasks::AgentTasks;
+use crate::tasks::{AgentTasks, ToolUseQueue};
 use crate::timing::{self, Backoff};
 use crate::workload_attestor::HostAttestor;
 use crate::{AgentError, mint, renew, sync};
@@ -147,11 +147,12 @@ impl<A: CallerAttestor> Agent<A> {
         )));
         let jwt_cache = Arc::new(JwtSvidCache::new(clock.clone()));
         let shared_cell: Arc<OnceLock<Arc<Shared>>> = Arc::new(OnceLock::new());
+        let tool_uses = Arc::new(ToolUseQueue::default());
         let source = AgentSource::new(snapshots.clone(), jwt_cache.clone(), shared_cell.clone());
         let mut workload_stop = stop_rx.clone();
         let workload = tokio::spawn(
             WorkloadServer::new(source, attestor)
-                .with_tasks(AgentTasks::new(shared_cell.clone()))
+                .with_tasks(AgentTasks::new(shared_cell.clone(), tool_uses.clone()))
                 .with_clock(clock.clone())
                 .serve(listener, async move {
                     let _ = workload_stop.wait_for(|s| *s).await;
@@ -159,7 +160,7 @@ impl<A: CallerAttestor> Agent<A> {
         );
 
         let result = tokio::select! {
-            result = start_and_serve(config, clock, storage, snapshots, jwt_cache, unix, shared_cell, stop_rx) => result,
+            result = start_and_serve(config, clock, storage, snapshots, jwt_cache, unix, shared_cell, tool_uses, stop_rx) => result,
             () = shutdown => Ok(()),
         };
         let _ = stop_tx.send(true);
@@ -193,6 +194,7 @@ async fn start_and_serve(
     jwt_cache: Arc<JwtSvidCache>,
     unix: Option<Arc<lanyard_attestation::UnixAttestor>>,
     shared_cell: Arc<OnceLock<Arc<Shared>>>,
+    tool_uses: Arc<ToolUseQueue>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     let (svid, bundle, connector) = start(&config, &clock, &storage).await?;
@@ -219,6 +221,7 @@ async fn start_and_serve(
     let result = tokio::try_join!(
         sync::sync_loop(shared.clone(), stop.clone()),
         mint::mint_loop(shared.clone(), stop.clone()),
+        crate::tasks::send_tool_use(shared.clone(), tool_uses, stop.clone()),
         renew::renew_loop(shared.clone(), stop),
     );
     result.map(|_| ())

@@ -3,6 +3,7 @@
 //! decides nothing about grants: it only vouches for who is asking.
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use lanyard_core::{EntryId, SelectorSet, SpiffeId};
 use lanyard_proto::node as pb;
@@ -10,7 +11,7 @@ use lanyard_proto::task::{
     BeginTaskRequest, BeginTaskResponse, EndTaskRequest, GetTaskRequest, ListTasksRequest,
     ListTasksResponse, Task,
 };
-use lanyard_workload::TaskSource;
+use lanyard_workload::{TaskSource, ToolUse};
 use tonic::Status;
 
 use crate::agent::Shared;
@@ -20,11 +21,111 @@ use crate::agent::Shared;
 pub(crate) struct AgentTasks {
     /// Set once the agent has its identity; until then no caller holds an entry.
     shared: Arc<OnceLock<Arc<Shared>>>,
+    /// Tool use waiting to be sent to the server.
+    tool_uses: Arc<ToolUseQueue>,
+}
+
+/// Tool use records on their way to the server: sent in batches by [`send_tool_use`], kept (up to
+/// [`MAX_QUEUED_TOOL_USES`]) while the server cannot be reached.
+#[derive(Debug, Default)]
+pub(crate) struct ToolUseQueue {
+    queued: std::sync::Mutex<std::collections::VecDeque<pb::ToolUse>>,
+    /// Records dropped because the queue was full (the oldest go first).
+    dropped: std::sync::atomic::AtomicU64,
+    wakeup: tokio::sync::Notify,
+}
+
+/// Most tool-use records kept while the server is away.
+const MAX_QUEUED_TOOL_USES: usize = 100_000;
+/// Most records in one `RecordToolUse` call.
+const TOOL_USES_PER_CALL: usize = 1000;
+/// How long records may wait to be batched.
+const TOOL_USE_FLUSH: Duration = Duration::from_millis(200);
+
+impl ToolUseQueue {
+    fn push(&self, tool_use: pb::ToolUse) {
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        if queued.len() >= MAX_QUEUED_TOOL_USES {
+            queued.pop_front();
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        queued.push_back(tool_use);
+        if queued.len() >= TOOL_USES_PER_CALL {
+            self.wakeup.notify_one();
+        }
+    }
+
+    fn take(&self) -> Vec<pb::ToolUse> {
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        let n = queued.len().min(TOOL_USES_PER_CALL);
+        queued.drain(..n).collect()
+    }
+
+    /// Puts a batch that could not be sent back at the front, in order.
+    fn put_back(&self, batch: Vec<pb::ToolUse>) {
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        for tool_use in batch.into_iter().rev() {
+            queued.push_front(tool_use);
+        }
+        while queued.len() > MAX_QUEUED_TOOL_USES {
+            queued.pop_front();
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sends queued tool use to the server until `stop`, in batches, retrying while it is away.
+pub(crate) async fn send_tool_use(
+    shared: Arc<Shared>,
+    queue: Arc<ToolUseQueue>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), crate::AgentError> {
+    let mut backoff = crate::timing::Backoff::new(TOOL_USE_FLUSH, Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(TOOL_USE_FLUSH) => {}
+            () = queue.wakeup.notified() => {}
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+        loop {
+            let batch = queue.take();
+            if batch.is_empty() {
+                break;
+            }
+            let dropped = queue.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "tool-use records were dropped while the server was away"
+                );
+            }
+            match shared
+                .client()
+                .record_tool_use(pb::RecordToolUseRequest {
+                    uses: batch.clone(),
+                })
+                .await
+            {
+                Ok(_) => backoff.reset(),
+                Err(status) => {
+                    tracing::warn!(status = %crate::attest::status_detail(&status), "cannot send tool-use records; keeping them");
+                    queue.put_back(batch);
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                    }
+                    break;
+                }
+            }
+        }
+    }
 }
 
 impl AgentTasks {
-    pub(crate) fn new(shared: Arc<OnceLock<Arc<Shared>>>) -> Self {
-        Self { shared }
+    pub(crate) fn new(shared: Arc<OnceLock<Arc<Shared>>>, tool_uses: Arc<ToolUseQueue>) -> Self {
+        Self { shared, tool_uses }
     }
 
     fn shared(&self) -> Result<Arc<Shared>, Status> {
@@ -143,6 +244,34 @@ impl TaskSource for AgentTasks {
             .await
             .map(tonic::Response::into_inner)
             .map_err(forward)
+    }
+
+    fn record_tool_use(&self, caller: &SelectorSet, tool_use: ToolUse) {
+        let Some(shared) = self.shared.get() else {
+            return;
+        };
+        // The tool's first entry names it; the server checks this agent may speak for it.
+        let Some((_, entry_id)) = shared
+            .cache()
+            .entries_for_caller(caller, shared.now())
+            .into_iter()
+            .next()
+        else {
+            return;
+        };
+        self.tool_uses.push(pb::ToolUse {
+            entry_id: entry_id.to_string(),
+            task_id: tool_use.task_id,
+            token_id: tool_use.token_id,
+            audience: tool_use.audience,
+            operation: tool_use.operation,
+            allowed: tool_use.allowed,
+            reason: tool_use.reason,
+            time_us: tool_use
+                .at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        });
     }
 
     async fn end_task(

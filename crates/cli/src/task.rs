@@ -33,6 +33,20 @@ pub(crate) enum TaskCommand {
         #[command(flatten)]
         opts: SocketOpts,
     },
+    /// For tools: check a task token presented to this process, for its audience and one
+    /// operation, through the local agent (recorded as tool use in the audit log).
+    Validate {
+        #[arg(long)]
+        token: String,
+        /// This tool's audience.
+        #[arg(long)]
+        audience: String,
+        /// The operation the bearer wants.
+        #[arg(long = "op")]
+        operation: String,
+        #[command(flatten)]
+        opts: SocketOpts,
+    },
     /// Admin: revoke a task now (every agent refuses its token within a second).
     Revoke {
         #[arg(long)]
@@ -101,6 +115,12 @@ pub(crate) async fn run(command: TaskCommand) -> anyhow::Result<()> {
         } => list(spiffe_id, audience, &opts).await,
         TaskCommand::Show { id, opts } => show(id, &opts).await,
         TaskCommand::End { id, opts } => end(id, &opts).await,
+        TaskCommand::Validate {
+            token,
+            audience,
+            operation,
+            opts,
+        } => validate(token, audience, operation, &opts).await,
         TaskCommand::Revoke { id, reason, opts } => revoke(id, reason, &opts).await,
     }
 }
@@ -118,6 +138,34 @@ async fn tasks_client(
 
 fn refused(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("task refused ({:?}): {}", status.code(), status.message())
+}
+
+async fn validate(
+    token: String,
+    audience: String,
+    operation: String,
+    opts: &SocketOpts,
+) -> anyhow::Result<()> {
+    let valid = tasks_client(opts)
+        .await?
+        .validate_task_token(pb::ValidateTaskTokenRequest {
+            token,
+            audience,
+            operation,
+        })
+        .await
+        .map_err(refused)?
+        .into_inner();
+    if opts.output == OutputFormat::Json {
+        return print_json(&valid);
+    }
+    outln!(
+        "valid: task {} of {} (operations {})",
+        valid.task_id,
+        valid.spiffe_id,
+        valid.operations.join(", ")
+    );
+    Ok(())
 }
 
 async fn end(id: String, opts: &SocketOpts) -> anyhow::Result<()> {

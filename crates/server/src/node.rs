@@ -798,6 +798,60 @@ impl pb::node_server::Node for NodeService {
         .map(Response::new)
     }
 
+    async fn record_tool_use(
+        &self,
+        request: Request<pb::RecordToolUseRequest>,
+    ) -> Result<Response<pb::RecordToolUseResponse>, Status> {
+        let agent = self.caller(peer(&request)).await?;
+        let uses = request.into_inner().uses;
+        if uses.len() > MAX_SVID_BATCH {
+            return Err(invalid(
+                "uses",
+                format!("at most {MAX_SVID_BATCH} per call, got {}", uses.len()),
+            ));
+        }
+        let parents = self.authorized_parents(&agent);
+        let now = self.state.clock.now();
+        let mut records = Vec::with_capacity(uses.len());
+        for tool_use in uses {
+            // A record in the name of a tool this agent does not serve is dropped, not stored.
+            let Ok(entry) = authorized_entry(&self.state, &parents, &tool_use.entry_id) else {
+                tracing::warn!(agent = %agent.spiffe_id, "tool use for an entry this agent may not serve; dropped");
+                continue;
+            };
+            let subject = if tool_use.task_id.is_empty() {
+                "unknown-task".to_owned()
+            } else {
+                clip(&tool_use.task_id, MAX_LOGGED_TEXT)
+            };
+            let draft = crate::audit::draft(
+                "task.tool_use",
+                entry.spiffe_id().as_ref(),
+                &subject,
+                serde_json::json!({
+                    "agent": agent.spiffe_id.to_string(),
+                    "jti": clip(&tool_use.token_id, MAX_LOGGED_TEXT),
+                    "audience": clip(&tool_use.audience, MAX_LOGGED_TEXT),
+                    "operation": clip(&tool_use.operation, MAX_LOGGED_TEXT),
+                    "allowed": tool_use.allowed,
+                    "reason": clip(&tool_use.reason, MAX_LOGGED_TEXT),
+                    "at_us": tool_use.time_us,
+                }),
+                now,
+            );
+            match draft {
+                Ok(draft) => records.push(draft),
+                Err(e) => tracing::warn!(error = %e, "tool use record refused; dropped"),
+            }
+        }
+        self.state
+            .store
+            .append_audits(&records)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::RecordToolUseResponse {}))
+    }
+
     async fn end_task(
         &self,
         request: Request<pb::EndTaskRequest>,

@@ -43,7 +43,7 @@ pub use server::{
     WorkloadServer, bind, serve,
 };
 pub use source::{Identity, IdentitySource, JwtSvidFetchError, Revocations, Snapshot, SvidKey};
-pub use tasks::{NoTasks, TaskSource};
+pub use tasks::{NoTasks, TaskSource, ToolUse};
 
 #[cfg(any(test, feature = "testing"))]
 pub use attestor::FakeAttestor;

@@ -185,6 +185,8 @@ impl<S: IdentitySource, A: CallerAttestor, T: TaskSource> WorkloadServer<S, A, T
             let service = tasks::TaskService {
                 tasks,
                 attestor: self.attestor.clone(),
+                source: self.source.clone(),
+                clock: self.clock.clone(),
             };
             let service = TasksServer::new(service)
                 .max_decoding_message_size(MAX_TASK_REQUEST_SIZE)

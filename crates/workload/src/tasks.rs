@@ -3,6 +3,7 @@
 //! one is decided upstream, by the lanyard server's policies.
 
 use std::future::Future;
+use std::time::SystemTime;
 
 use lanyard_core::SelectorSet;
 use lanyard_proto::task::{
@@ -38,6 +39,25 @@ pub trait TaskSource: Send + Sync + 'static {
         caller: &SelectorSet,
         request: EndTaskRequest,
     ) -> impl Future<Output = Result<Task, Status>> + Send;
+
+    /// Records that a tool (the attested caller) validated a task token, allowed or not, for the
+    /// server's audit log. Must not wait on the network: implementations queue it.
+    fn record_tool_use(&self, caller: &SelectorSet, tool_use: ToolUse);
+}
+
+/// One `ValidateTaskToken` call, as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolUse {
+    /// `lanyard.txn` of the token, `""` if it named none (or did not parse).
+    pub task_id: String,
+    /// `jti` of the token, `""` if none.
+    pub token_id: String,
+    pub audience: String,
+    pub operation: String,
+    pub allowed: bool,
+    /// Why it was refused; `""` when allowed.
+    pub reason: String,
+    pub at: SystemTime,
 }
 
 /// A Workload API server without the task service: every task call is `Unimplemented`.
@@ -76,6 +96,8 @@ impl TaskSource for NoTasks {
     ) -> Result<Task, Status> {
         Err(unimplemented())
     }
+
+    fn record_tool_use(&self, _caller: &SelectorSet, _tool_use: ToolUse) {}
 }
 
 fn unimplemented() -> Status {

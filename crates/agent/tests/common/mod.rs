@@ -509,6 +509,13 @@ impl pb::node_server::Node for Service {
     ) -> Result<Response<lanyard_proto::task::Task>, Status> {
         Err(Status::unimplemented("the fake server decides no tasks"))
     }
+
+    async fn record_tool_use(
+        &self,
+        _request: Request<pb::RecordToolUseRequest>,
+    ) -> Result<Response<pb::RecordToolUseResponse>, Status> {
+        Err(Status::unimplemented("the fake server records no tool use"))
+    }
 }
 
 impl Service {

@@ -35,6 +35,33 @@ pub(crate) struct WorkloadService<S, A> {
     pub(crate) stop: watch::Receiver<bool>,
 }
 
+/// Validates a JWT-SVID for a caller with `selectors`: against the own bundle and those of the
+/// trust domains the caller's entries federate with, for `audience`, at `now`, and not revoked
+/// (see [`Revocations`]). Shared by `ValidateJWTSVID` and the task service's `ValidateTaskToken`.
+pub(crate) fn validate_token(
+    snapshot: &Snapshot,
+    selectors: &SelectorSet,
+    token: &str,
+    audience: &str,
+    now: std::time::SystemTime,
+) -> Result<lanyard_core::VerifiedJwtSvid, Status> {
+    let bundles = responses::validation_bundles(snapshot, selectors);
+    let verified = verify_jwt_svid(token, audience, &bundles, now)
+        .map_err(|e| status::invalid_jwt_svid(&e))?;
+    // A task's token is revoked when the task ends, before it expires.
+    let jti = verified.claims().get("jti").and_then(|v| v.as_str());
+    match snapshot.revocations() {
+        Revocations::NotTracked => {}
+        Revocations::Pending => return Err(status::revocations_pending()),
+        Revocations::Known(revoked) => {
+            if jti.is_some_and(|jti| revoked.contains(jti)) {
+                return Err(status::token_revoked());
+            }
+        }
+    }
+    Ok(verified)
+}
+
 /// Refuses a request without exactly one `workload.spiffe.io: true` (EP-3). Runs before the
 /// request body is read and before any handler, for unary and streaming RPCs alike.
 #[allow(
@@ -239,20 +266,13 @@ impl<S: IdentitySource, A: CallerAttestor> SpiffeWorkloadApi for WorkloadService
         }
         let selectors = self.attest(&request).await?;
         let snapshot = self.snapshot();
-        let bundles = responses::validation_bundles(&snapshot, &selectors);
-        let verified = verify_jwt_svid(&body.svid, &body.audience, &bundles, self.clock.now())
-            .map_err(|e| status::invalid_jwt_svid(&e))?;
-        // A task's token is revoked when the task ends, before it expires.
-        let jti = verified.claims().get("jti").and_then(|v| v.as_str());
-        match snapshot.revocations() {
-            Revocations::NotTracked => {}
-            Revocations::Pending => return Err(status::revocations_pending()),
-            Revocations::Known(revoked) => {
-                if jti.is_some_and(|jti| revoked.contains(jti)) {
-                    return Err(status::token_revoked());
-                }
-            }
-        }
+        let verified = validate_token(
+            &snapshot,
+            &selectors,
+            &body.svid,
+            &body.audience,
+            self.clock.now(),
+        )?;
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: verified.spiffe_id().to_string(),
             claims: Some(responses::claims(&verified, snapshot.trust_domain())),
