@@ -8,8 +8,8 @@ use std::time::Duration;
 use lanyard_core::{EntryId, SelectorSet, SpiffeId};
 use lanyard_proto::node as pb;
 use lanyard_proto::task::{
-    BeginTaskRequest, BeginTaskResponse, EndTaskRequest, GetTaskRequest, ListTasksRequest,
-    ListTasksResponse, Task,
+    AwaitApprovalRequest, BeginTaskRequest, BeginTaskResponse, EndTaskRequest, GetTaskRequest,
+    ListTasksRequest, ListTasksResponse, Task,
 };
 use lanyard_workload::{TaskSource, ToolUse};
 use tonic::Status;
@@ -181,7 +181,8 @@ fn forward(status: Status) -> Status {
         | tonic::Code::PermissionDenied
         | tonic::Code::NotFound
         | tonic::Code::ResourceExhausted
-        | tonic::Code::FailedPrecondition => status,
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::DeadlineExceeded => status,
         _ => {
             tracing::warn!(status = %crate::attest::status_detail(&status), "a task call to the server failed");
             Status::unavailable("the server cannot be reached to decide the task; retry later")
@@ -240,6 +241,25 @@ impl TaskSource for AgentTasks {
                 entry_ids: entry_ids(&entries),
                 page_token: request.page_token,
                 page_size: request.page_size,
+            })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(forward)
+    }
+
+    async fn await_approval(
+        &self,
+        caller: &SelectorSet,
+        request: AwaitApprovalRequest,
+    ) -> Result<BeginTaskResponse, Status> {
+        let shared = self.shared()?;
+        let entries = Self::caller_entries(&shared, caller)?;
+        shared
+            .client()
+            .await_approval(pb::AwaitApprovalRequest {
+                entry_ids: entry_ids(&entries),
+                approval_id: request.approval_id,
+                wait_seconds: request.wait_seconds,
             })
             .await
             .map(tonic::Response::into_inner)

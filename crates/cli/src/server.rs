@@ -70,6 +70,8 @@ struct ServerFile {
     policy_dir: Option<PathBuf>,
     /// Most delegation hops below a task begun directly (default 3).
     max_delegation_depth: Option<u32>,
+    /// How long a grant waits for a human's approval (default 10m).
+    approval_timeout: Option<String>,
     #[serde(default)]
     audit: AuditFile,
 }
@@ -238,6 +240,13 @@ impl ServerRunArgs {
                 "config: max_delegation_depth must be at most 32"
             );
             config.max_delegation_depth = depth;
+        }
+        if let Some(timeout) = duration("approval_timeout", file.approval_timeout.as_ref())? {
+            anyhow::ensure!(
+                !timeout.is_zero(),
+                "config: approval_timeout must not be zero"
+            );
+            config.approval_timeout = timeout;
         }
         if let Some(interval) = duration(
             "audit.checkpoint_interval",

@@ -47,6 +47,24 @@ pub(crate) enum TaskCommand {
         #[command(flatten)]
         opts: SocketOpts,
     },
+    /// Admin: approve a grant waiting for a human.
+    Approve {
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
+    /// Admin: deny a grant waiting for a human; the reason is told to the caller.
+    Deny {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        opts: AdminOpts,
+    },
     /// Admin: revoke a task now (every agent refuses its token within a second).
     Revoke {
         #[arg(long)]
@@ -59,6 +77,9 @@ pub(crate) enum TaskCommand {
     },
     /// Admin: list tasks.
     List {
+        /// List the grants waiting for approval instead.
+        #[arg(long)]
+        pending: bool,
         /// Only tasks granted to this SPIFFE ID.
         #[arg(long)]
         spiffe_id: Option<SpiffeId>,
@@ -97,6 +118,9 @@ pub(crate) struct BeginArgs {
     /// Which of the caller's identities (default: its only one).
     #[arg(long)]
     spiffe_id: Option<SpiffeId>,
+    /// When a policy requires a human's approval: how long to wait for it.
+    #[arg(long, default_value = "10m")]
+    approval_wait: HumanDuration,
     /// Delegate part of a parent task: its token (the child may only narrow it).
     #[arg(long, conflicts_with = "parent_token_file")]
     parent_token: Option<String>,
@@ -109,10 +133,18 @@ pub(crate) async fn run(command: TaskCommand) -> anyhow::Result<()> {
     match command {
         TaskCommand::Begin { args, opts } => begin(args, &opts).await,
         TaskCommand::List {
+            pending: true,
+            opts,
+            ..
+        } => list_pending(&opts).await,
+        TaskCommand::List {
             spiffe_id,
             audience,
             opts,
+            ..
         } => list(spiffe_id, audience, &opts).await,
+        TaskCommand::Approve { id, reason, opts } => decide(id, reason, true, &opts).await,
+        TaskCommand::Deny { id, reason, opts } => decide(id, reason, false, &opts).await,
         TaskCommand::Show { id, opts } => show(id, &opts).await,
         TaskCommand::End { id, opts } => end(id, &opts).await,
         TaskCommand::Validate {
@@ -220,13 +252,37 @@ async fn begin(args: BeginArgs, opts: &SocketOpts) -> anyhow::Result<()> {
         purpose: args.purpose,
         on_behalf_of: args.on_behalf_of,
     };
-    let response = tasks
+    let mut response = tasks
         .begin_task(request)
         .await
-        .map_err(|status| {
-            anyhow::anyhow!("task refused ({:?}): {}", status.code(), status.message())
-        })?
+        .map_err(refused)?
         .into_inner();
+    if !response.approval_id.is_empty() {
+        let id = response.approval_id.clone();
+        eprintln!(
+            "waiting for approval {id} (an administrator runs: lanyard task approve --id {id})"
+        );
+        let until = std::time::Instant::now() + args.approval_wait.get();
+        response = loop {
+            let wait = until
+                .saturating_duration_since(std::time::Instant::now())
+                .as_secs()
+                .clamp(1, 30);
+            match tasks
+                .await_approval(pb::AwaitApprovalRequest {
+                    approval_id: id.clone(),
+                    wait_seconds: u32::try_from(wait).unwrap_or(30),
+                })
+                .await
+            {
+                Ok(granted) => break granted.into_inner(),
+                Err(status)
+                    if status.code() == tonic::Code::DeadlineExceeded
+                        && std::time::Instant::now() < until => {}
+                Err(status) => return Err(refused(status)),
+            }
+        };
+    }
     if opts.output == OutputFormat::Json {
         return print_json(&response);
     }
@@ -291,6 +347,67 @@ async fn list(
             &rows
         )
     );
+    Ok(())
+}
+
+async fn list_pending(opts: &AdminOpts) -> anyhow::Result<()> {
+    let pending = client(opts)
+        .await?
+        .list_approvals(admin_pb::ListApprovalsRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner();
+    if opts.output == OutputFormat::Json {
+        return print_json(&pending);
+    }
+    let rows: Vec<Vec<String>> = pending
+        .approvals
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.clone(),
+                a.spiffe_id.clone(),
+                a.audience.clone(),
+                a.operations.join(","),
+                a.policy_ids.join(","),
+                unix_time(a.expires_at),
+            ]
+        })
+        .collect();
+    out!(
+        "{}",
+        table(
+            &[
+                "APPROVAL",
+                "SPIFFE ID",
+                "AUDIENCE",
+                "OPERATIONS",
+                "POLICIES",
+                "EXPIRES"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+async fn decide(id: String, reason: String, approve: bool, opts: &AdminOpts) -> anyhow::Result<()> {
+    let request = admin_pb::DecideApprovalRequest {
+        approval_id: id,
+        reason,
+    };
+    let mut admin = client(opts).await?;
+    let approval = if approve {
+        admin.approve_task(request).await
+    } else {
+        admin.deny_task(request).await
+    }
+    .map_err(rpc_error)?
+    .into_inner();
+    if opts.output == OutputFormat::Json {
+        return print_json(&approval);
+    }
+    outln!("approval {} is {}", approval.id, approval.state);
     Ok(())
 }
 

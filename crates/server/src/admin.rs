@@ -943,6 +943,65 @@ impl pb::admin_server::Admin for AdminService {
         .await
     }
 
+    async fn list_approvals(
+        &self,
+        _request: Request<pb::ListApprovalsRequest>,
+    ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
+        self.observe("ListApprovals", async {
+            let pending = self
+                .state
+                .store
+                .pending_approvals()
+                .await
+                .map_err(store_status)?;
+            Ok(pb::ListApprovalsResponse {
+                approvals: pending
+                    .iter()
+                    .map(crate::tasks::approval_to_proto)
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    async fn approve_task(
+        &self,
+        request: Request<pb::DecideApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        let actor = admin_actor(&request);
+        self.observe("ApproveTask", async {
+            let request = request.into_inner();
+            crate::tasks::decide(
+                &self.state,
+                &actor,
+                &request.approval_id,
+                true,
+                &request.reason,
+            )
+            .await
+        })
+        .await
+    }
+
+    async fn deny_task(
+        &self,
+        request: Request<pb::DecideApprovalRequest>,
+    ) -> Result<Response<pb::Approval>, Status> {
+        let actor = admin_actor(&request);
+        self.observe("DenyTask", async {
+            let request = request.into_inner();
+            crate::tasks::decide(
+                &self.state,
+                &actor,
+                &request.approval_id,
+                false,
+                &request.reason,
+            )
+            .await
+        })
+        .await
+    }
+
     async fn reload_policy(
         &self,
         request: Request<pb::ReloadPolicyRequest>,

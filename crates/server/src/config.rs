@@ -44,6 +44,8 @@ pub struct ServerConfig {
     pub audit_checkpoint_interval: Duration,
     /// Most delegation hops below a task begun directly (a child of a child of a child: 3).
     pub max_delegation_depth: u32,
+    /// How long a grant that needs a human's approval waits for one before it is refused.
+    pub approval_timeout: Duration,
 }
 
 /// What the node API spends on one peer. It is reachable from the network, and `AttestAgent` is
@@ -158,6 +160,7 @@ impl ServerConfig {
             policy_dir: None,
             audit_checkpoint_interval: Duration::from_secs(1),
             max_delegation_depth: 3,
+            approval_timeout: Duration::from_secs(600),
         }
     }
 

@@ -761,7 +761,7 @@ impl pb::node_server::Node for NodeService {
             &request.entry_id,
         )?;
         let task = request.task.ok_or_else(|| invalid("task", "is required"))?;
-        crate::tasks::begin(&self.state, &agent, &entry, task)
+        crate::tasks::begin(&self.state, &agent, &entry, task, None)
             .await
             .map(Response::new)
     }
@@ -793,6 +793,26 @@ impl pb::node_server::Node for NodeService {
             },
             request.page_size,
             request.page_token,
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn await_approval(
+        &self,
+        request: Request<pb::AwaitApprovalRequest>,
+    ) -> Result<Response<lanyard_proto::task::BeginTaskResponse>, Status> {
+        let agent = self.caller(peer(&request)).await?;
+        let request = request.into_inner();
+        let holders = self.caller_identities(&agent, &request.entry_ids)?;
+        let parents = self.authorized_parents(&agent);
+        crate::tasks::await_approval(
+            &self.state,
+            &agent,
+            |entry_id| authorized_entry(&self.state, &parents, entry_id),
+            &holders,
+            &request.approval_id,
+            request.wait_seconds,
         )
         .await
         .map(Response::new)

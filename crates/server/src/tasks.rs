@@ -13,7 +13,7 @@ use lanyard_ca::JwtSvidRequest;
 use lanyard_core::{RegistrationEntry, SpiffeId};
 use lanyard_policy::{Decision, GrantRequest, Outcome};
 use lanyard_proto::task as pb;
-use lanyard_store::{AttestedAgent, TaskRecord};
+use lanyard_store::{Approval, ApprovalState, AttestedAgent, TaskRecord};
 use serde_json::json;
 use tonic::Status;
 
@@ -35,6 +35,7 @@ pub(crate) async fn begin(
     agent: &AttestedAgent,
     entry: &RegistrationEntry,
     request: pb::BeginTaskRequest,
+    approved: Option<&Approval>,
 ) -> Result<pb::BeginTaskResponse, Status> {
     let now = state.clock.now();
     let workload = entry.spiffe_id();
@@ -148,20 +149,14 @@ pub(crate) async fn begin(
             .await;
         return Err(Status::permission_denied(message));
     }
-    if decision.approval_required() {
-        let message = format!(
-            "policy {} requires a human's approval for this grant, and approvals are not supported by this server yet",
-            decision
-                .operations
-                .iter()
-                .flat_map(|o| o.approval.iter())
-                .next()
-                .map(|id| format!("{id:?}"))
-                .unwrap_or_default()
-        );
-        return Err(refused(message.clone(), Status::failed_precondition(message)).await);
+    if decision.approval_required() && approved.is_none() {
+        if delegated.is_some() {
+            let message =
+                "a delegated task that needs a human's approval is not supported yet".to_owned();
+            return Err(refused(message.clone(), Status::failed_precondition(message)).await);
+        }
+        return ask_approval(state, agent, entry, &request, &decision, now).await;
     }
-
     let limit = policies.bundle.ttl_limit(&decision).unwrap_or(u64::MAX);
     let mut ttl = Duration::from_secs(requested_ttl.min(limit).min(MAX_TASK_TTL.as_secs()));
     if let Some(not_after) = not_after {
@@ -177,6 +172,12 @@ pub(crate) async fn begin(
     }
     if !on_behalf_of.is_empty() {
         claim.insert("obo".into(), json!(on_behalf_of));
+    }
+    if let Some(approval) = approved {
+        claim.insert(
+            "approval".into(),
+            json!({ "id": approval.id, "by": approval.decided_by }),
+        );
     }
     let mut extra_claims = serde_json::Map::new();
     if let Some((parent, depth)) = &delegated {
@@ -227,6 +228,8 @@ pub(crate) async fn begin(
             "on_behalf_of": on_behalf_of,
             "parent_id": task.parent_id,
             "depth": task.depth,
+            "approval_id": approved.map(|a| a.id.clone()),
+            "approved_by": approved.map(|a| a.decided_by.clone()),
             "policy_ids": decision.policy_ids(),
             "jti": token_id,
             "token_sha256": sha256_hex(svid.token.as_bytes()),
@@ -236,6 +239,35 @@ pub(crate) async fn begin(
         now,
     )
     .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if let Some(approval) = approved {
+        // Claim the approval first: of two callers collecting one grant, one gets it.
+        let collected = audit::draft(
+            "task.approval_collected",
+            workload.as_ref(),
+            &approval.id,
+            json!({ "task_id": task_id }),
+            now,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        state
+            .store
+            .decide_approval(
+                &approval.id,
+                ApprovalState::Approved,
+                ApprovalState::Granted,
+                "",
+                "",
+                Some(&task_id),
+                &collected,
+            )
+            .await
+            .map_err(|e| match e {
+                lanyard_store::Error::Conflict { .. } => {
+                    Status::failed_precondition("this approval was collected already")
+                }
+                other => store_status(other),
+            })?;
+    }
     state
         .store
         .create_task(&task, &record)
@@ -245,7 +277,252 @@ pub(crate) async fn begin(
     Ok(pb::BeginTaskResponse {
         task: Some(task_to_proto(&task)),
         token: svid.token,
+        approval_id: String::new(),
     })
+}
+
+/// Longest one AwaitApproval call waits.
+const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(60);
+/// How often a waiting call looks at the approval (several servers may share it).
+const APPROVAL_POLL: Duration = Duration::from_millis(100);
+
+/// Stores a grant the policies allowed on condition of a human's approval, and tells the caller
+/// to wait for it.
+async fn ask_approval(
+    state: &ServerState,
+    agent: &AttestedAgent,
+    entry: &RegistrationEntry,
+    request: &pb::BeginTaskRequest,
+    decision: &Decision,
+    now: std::time::SystemTime,
+) -> Result<pb::BeginTaskResponse, Status> {
+    let policy_ids: Vec<String> = {
+        let mut ids: Vec<String> = decision
+            .operations
+            .iter()
+            .flat_map(|o| o.approval.iter().cloned())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    let approval = Approval {
+        id: random_id(),
+        spiffe_id: entry.spiffe_id().clone(),
+        request: json!({
+            "entry_id": entry.id().to_string(),
+            "audience": request.audience,
+            "operations": request.operations,
+            "ttl_seconds": request.ttl_seconds,
+            "purpose": request.purpose,
+            "on_behalf_of": request.on_behalf_of,
+        })
+        .to_string(),
+        policy_ids: policy_ids.clone(),
+        state: ApprovalState::Pending,
+        decided_by: String::new(),
+        reason: String::new(),
+        task_id: None,
+        created_at: now,
+        expires_at: now + state.config.approval_timeout,
+        decided_at: None,
+    };
+    let record = audit::draft(
+        "task.pending",
+        entry.spiffe_id().as_ref(),
+        &approval.id,
+        json!({
+            "agent": agent.spiffe_id.to_string(),
+            "entry_id": entry.id().to_string(),
+            "audience": request.audience,
+            "operations": request.operations,
+            "purpose": request.purpose,
+            "policy_ids": policy_ids,
+        }),
+        now,
+    )
+    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    state
+        .store
+        .create_approval(&approval, &record)
+        .await
+        .map_err(store_status)?;
+    Ok(pb::BeginTaskResponse {
+        task: None,
+        token: String::new(),
+        approval_id: approval.id,
+    })
+}
+
+/// Waits for the decision on approval `id` (asked by one of `holders`), at most `wait`: the
+/// grant once approved (collected exactly once), the reason if denied or timed out.
+pub(crate) async fn await_approval(
+    state: &ServerState,
+    agent: &AttestedAgent,
+    entry_for: impl Fn(&str) -> Result<RegistrationEntry, Status>,
+    holders: &[SpiffeId],
+    id: &str,
+    wait_seconds: u32,
+) -> Result<pb::BeginTaskResponse, Status> {
+    let wait = match wait_seconds {
+        0 => Duration::from_secs(30),
+        n => Duration::from_secs(u64::from(n)).min(MAX_APPROVAL_WAIT),
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let approval = state
+            .store
+            .get_approval(id)
+            .await
+            .map_err(store_status)?
+            .filter(|a| holders.contains(&a.spiffe_id))
+            .ok_or_else(|| Status::not_found(format!("no approval {:?}", clipped(id))))?;
+        match approval.state {
+            ApprovalState::Approved => {
+                let request: serde_json::Value = serde_json::from_str(&approval.request)
+                    .map_err(|e| Status::internal(format!("stored approval request: {e}")))?;
+                let text = |k: &str| request[k].as_str().unwrap_or_default().to_owned();
+                let entry = entry_for(&text("entry_id"))?;
+                let task = pb::BeginTaskRequest {
+                    audience: text("audience"),
+                    operations: request["operations"]
+                        .as_array()
+                        .map(|ops| {
+                            ops.iter()
+                                .filter_map(|o| o.as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    ttl_seconds: request["ttl_seconds"].as_i64().unwrap_or(0),
+                    spiffe_id: String::new(),
+                    purpose: text("purpose"),
+                    on_behalf_of: text("on_behalf_of"),
+                    parent_token: String::new(),
+                };
+                // The policies decide again: one changed since may forbid it now.
+                return begin(state, agent, &entry, task, Some(&approval)).await;
+            }
+            ApprovalState::Denied => {
+                return Err(Status::permission_denied(format!(
+                    "the grant was denied by {}: {}",
+                    approval.decided_by, approval.reason
+                )));
+            }
+            ApprovalState::Granted => {
+                return Err(Status::failed_precondition(format!(
+                    "this approval was collected already (task {})",
+                    approval.task_id.unwrap_or_default()
+                )));
+            }
+            ApprovalState::Pending => {}
+        }
+        if state.clock.now() >= approval.expires_at {
+            let record = audit::draft(
+                "task.approval_timed_out",
+                &format!("server:{}", state.authority.server_id()),
+                &approval.id,
+                json!({}),
+                state.clock.now(),
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            // Whoever gets here first records it; the others see it denied.
+            let _ = state
+                .store
+                .decide_approval(
+                    &approval.id,
+                    ApprovalState::Pending,
+                    ApprovalState::Denied,
+                    "server",
+                    "no decision before the approval timed out",
+                    None,
+                    &record,
+                )
+                .await;
+            continue;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Status::deadline_exceeded(
+                "the grant is still waiting for approval; call AwaitApproval again",
+            ));
+        }
+        tokio::time::sleep(APPROVAL_POLL).await;
+    }
+}
+
+/// The admin view of an approval.
+pub(crate) fn approval_to_proto(approval: &Approval) -> lanyard_proto::admin::Approval {
+    let request: serde_json::Value = serde_json::from_str(&approval.request).unwrap_or_default();
+    let text = |k: &str| request[k].as_str().unwrap_or_default().to_owned();
+    lanyard_proto::admin::Approval {
+        id: approval.id.clone(),
+        spiffe_id: approval.spiffe_id.to_string(),
+        audience: text("audience"),
+        operations: request["operations"]
+            .as_array()
+            .map(|ops| {
+                ops.iter()
+                    .filter_map(|o| o.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        purpose: text("purpose"),
+        on_behalf_of: text("on_behalf_of"),
+        policy_ids: approval.policy_ids.clone(),
+        state: match approval.state {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Granted => "granted",
+        }
+        .to_owned(),
+        decided_by: approval.decided_by.clone(),
+        reason: approval.reason.clone(),
+        task_id: approval.task_id.clone().unwrap_or_default(),
+        created_at: unix_seconds(approval.created_at),
+        expires_at: unix_seconds(approval.expires_at),
+    }
+}
+
+/// An admin approves or denies a pending grant.
+pub(crate) async fn decide(
+    state: &ServerState,
+    actor: &str,
+    id: &str,
+    approve: bool,
+    reason: &str,
+) -> Result<lanyard_proto::admin::Approval, Status> {
+    let (to, kind) = if approve {
+        (ApprovalState::Approved, "task.approved")
+    } else {
+        (ApprovalState::Denied, "task.approval_denied")
+    };
+    let record = audit::draft(
+        kind,
+        actor,
+        &clipped(id),
+        json!({ "reason": clipped(reason) }),
+        state.clock.now(),
+    )
+    .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let approval = state
+        .store
+        .decide_approval(
+            id,
+            ApprovalState::Pending,
+            to,
+            actor,
+            &clipped(reason),
+            None,
+            &record,
+        )
+        .await
+        .map_err(|e| match e {
+            lanyard_store::Error::Conflict { detail, .. } => {
+                Status::failed_precondition(format!("approval {id:?} is not pending: {detail}"))
+            }
+            other => store_status(other),
+        })?;
+    Ok(approval_to_proto(&approval))
 }
 
 /// What a refused caller is told: the first operation refused, and the rule that refused it.

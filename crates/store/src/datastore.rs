@@ -7,9 +7,10 @@ use async_trait::async_trait;
 use lanyard_core::{EntryId, RegistrationEntry, SpiffeId, TrustDomain};
 
 use crate::{
-    AgentFilter, AgentInfo, AgentRenewal, AttestedAgent, AuditAppend, AuditFilter, AuditRow,
-    Backend, BundleRecord, BundleWrite, CaJournal, EntryChanges, EntryFilter, JoinTokenGrant, Page,
-    PageRequest, Result, StoredCheckpoint, TaskFilter, TaskRecord,
+    AgentFilter, AgentInfo, AgentRenewal, Approval, ApprovalState, AttestedAgent, AuditAppend,
+    AuditFilter, AuditRow, Backend, BundleRecord, BundleWrite, CaJournal, EntryChanges,
+    EntryFilter, JoinTokenGrant, Page, PageRequest, Result, StoredCheckpoint, TaskFilter,
+    TaskRecord,
 };
 
 /// The server's durable state. Every method that writes is one transaction: it happens entirely
@@ -222,6 +223,34 @@ pub trait DataStore: Send + Sync + fmt::Debug {
     /// the same transaction. Returns the task and the records; tasks that had ended already are
     /// left as they are and get no record. `NotFound` for an unknown id.
     async fn end_task(&self, id: &str, audit: &AuditAppend) -> Result<(TaskRecord, Vec<AuditRow>)>;
+
+    // --- approvals ---
+
+    /// Stores a pending approval and appends its audit record in the same transaction.
+    async fn create_approval(&self, approval: &Approval, audit: &AuditAppend) -> Result<AuditRow>;
+
+    async fn get_approval(&self, id: &str) -> Result<Option<Approval>>;
+
+    /// Approvals still pending, oldest first, at most 1,000.
+    async fn pending_approvals(&self) -> Result<Vec<Approval>>;
+
+    /// Moves an approval from `from` to `to` (with who and why, and the task granted when `to` is
+    /// `Granted`), appending `audit` in the same transaction. `Conflict` if it is not in `from`
+    /// any more (decided by someone else, or granted already); `NotFound` if unknown.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one conditional transition: every part is named at the call"
+    )]
+    async fn decide_approval(
+        &self,
+        id: &str,
+        from: ApprovalState,
+        to: ApprovalState,
+        decided_by: &str,
+        reason: &str,
+        task_id: Option<&str>,
+        audit: &AuditAppend,
+    ) -> Result<Approval>;
 
     /// Token ids of ended tasks whose tokens have not expired at `now`, with their expiries.
     async fn revoked_tokens(

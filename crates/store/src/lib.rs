@@ -25,9 +25,9 @@ mod sql;
 pub use datastore::DataStore;
 pub use error::{Error, Result};
 pub use model::{
-    AgentFilter, AgentInfo, AgentRenewal, AttestedAgent, AuditAppend, AuditFilter, AuditRow,
-    Backend, BundleRecord, BundleWrite, CaJournal, EntryChange, EntryChanges, EntryFilter,
-    JoinTokenGrant, Page, PageRequest, SelectorFilter, SelectorMatch, StoredCheckpoint, TaskFilter,
-    TaskRecord,
+    AgentFilter, AgentInfo, AgentRenewal, Approval, ApprovalState, AttestedAgent, AuditAppend,
+    AuditFilter, AuditRow, Backend, BundleRecord, BundleWrite, CaJournal, EntryChange,
+    EntryChanges, EntryFilter, JoinTokenGrant, Page, PageRequest, SelectorFilter, SelectorMatch,
+    StoredCheckpoint, TaskFilter, TaskRecord,
 };
 pub use sql::{StoreConfig, connect, open};

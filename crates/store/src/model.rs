@@ -264,6 +264,40 @@ pub struct TaskRecord {
     pub depth: u32,
 }
 
+/// A task grant waiting for a human's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// Random, unique.
+    pub id: String,
+    /// The workload that asked.
+    pub spiffe_id: SpiffeId,
+    /// The task request as JSON (kept verbatim; the server reads it back).
+    pub request: String,
+    /// The policies that allowed it and asked for approval, sorted.
+    pub policy_ids: Vec<String>,
+    pub state: ApprovalState,
+    /// Who decided (`admin:uid=N`), `""` while pending.
+    pub decided_by: String,
+    /// The reason given with a denial.
+    pub reason: String,
+    /// The task granted once it was approved and the caller came back for it.
+    pub task_id: Option<String>,
+    pub created_at: SystemTime,
+    /// Undecided by then, it is refused.
+    pub expires_at: SystemTime,
+    pub decided_at: Option<SystemTime>,
+}
+
+/// Where an approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApprovalState {
+    Pending,
+    Approved,
+    Denied,
+    /// Approved, and the task was granted (once).
+    Granted,
+}
+
 /// Conditions of a task listing; all that are set must hold. Results are ordered by id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFilter {

@@ -16,12 +16,14 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use crate::db::{Pool, Stmt};
 use crate::{
-    AgentFilter, AgentInfo, AgentRenewal, AttestedAgent, AuditAppend, AuditFilter, AuditRow,
-    Backend, BundleRecord, BundleWrite, CaJournal, DataStore, EntryChanges, EntryFilter, Error,
-    JoinTokenGrant, Page, PageRequest, Result, StoredCheckpoint, TaskFilter, TaskRecord,
+    AgentFilter, AgentInfo, AgentRenewal, Approval, ApprovalState, AttestedAgent, AuditAppend,
+    AuditFilter, AuditRow, Backend, BundleRecord, BundleWrite, CaJournal, DataStore, EntryChanges,
+    EntryFilter, Error, JoinTokenGrant, Page, PageRequest, Result, StoredCheckpoint, TaskFilter,
+    TaskRecord,
 };
 
 mod agents;
+mod approvals;
 mod audit;
 mod bundles;
 mod entries;
@@ -70,6 +72,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "task parents",
         include_str!("../migrations/sqlite/0004_task_parents.sql"),
         include_str!("../migrations/postgres/0004_task_parents.sql"),
+    ),
+    (
+        5,
+        "approvals",
+        include_str!("../migrations/sqlite/0005_approvals.sql"),
+        include_str!("../migrations/postgres/0005_approvals.sql"),
     ),
 ];
 
@@ -568,6 +576,35 @@ impl DataStore for SqlStore {
 
     async fn create_task(&self, task: &TaskRecord, audit: &AuditAppend) -> Result<AuditRow> {
         tasks::create(self, task, audit).await
+    }
+
+    async fn create_approval(&self, approval: &Approval, audit: &AuditAppend) -> Result<AuditRow> {
+        approvals::create(self, approval, audit).await
+    }
+
+    async fn get_approval(&self, id: &str) -> Result<Option<Approval>> {
+        approvals::get(self, id).await
+    }
+
+    async fn pending_approvals(&self) -> Result<Vec<Approval>> {
+        approvals::pending(self).await
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one conditional transition: every part is named at the call"
+    )]
+    async fn decide_approval(
+        &self,
+        id: &str,
+        from: ApprovalState,
+        to: ApprovalState,
+        decided_by: &str,
+        reason: &str,
+        task_id: Option<&str>,
+        audit: &AuditAppend,
+    ) -> Result<Approval> {
+        approvals::decide(self, id, from, to, decided_by, reason, task_id, audit).await
     }
 
     async fn end_task(&self, id: &str, audit: &AuditAppend) -> Result<(TaskRecord, Vec<AuditRow>)> {

@@ -267,6 +267,7 @@ suite!(
     tasks_create_get_list,
     tasks_end_and_revoked_tokens,
     ending_a_task_ends_every_task_delegated_from_it,
+    approvals_move_from_pending_once,
     task_conflict_appends_no_audit_record,
     corrupt_rows_are_invalid_data,
     reopen_keeps_everything,

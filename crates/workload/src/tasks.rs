@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use lanyard_core::SelectorSet;
 use lanyard_proto::task::{
-    BeginTaskRequest, BeginTaskResponse, EndTaskRequest, GetTaskRequest, ListTasksRequest,
-    ListTasksResponse, Task,
+    AwaitApprovalRequest, BeginTaskRequest, BeginTaskResponse, EndTaskRequest, GetTaskRequest,
+    ListTasksRequest, ListTasksResponse, Task,
 };
 use tonic::Status;
 
@@ -39,6 +39,12 @@ pub trait TaskSource: Send + Sync + 'static {
         caller: &SelectorSet,
         request: EndTaskRequest,
     ) -> impl Future<Output = Result<Task, Status>> + Send;
+
+    fn await_approval(
+        &self,
+        caller: &SelectorSet,
+        request: AwaitApprovalRequest,
+    ) -> impl Future<Output = Result<BeginTaskResponse, Status>> + Send;
 
     /// Records that a tool (the attested caller) validated a task token, allowed or not, for the
     /// server's audit log. Must not wait on the network: implementations queue it.
@@ -94,6 +100,14 @@ impl TaskSource for NoTasks {
         _caller: &SelectorSet,
         _request: EndTaskRequest,
     ) -> Result<Task, Status> {
+        Err(unimplemented())
+    }
+
+    async fn await_approval(
+        &self,
+        _caller: &SelectorSet,
+        _request: AwaitApprovalRequest,
+    ) -> Result<BeginTaskResponse, Status> {
         Err(unimplemented())
     }
 

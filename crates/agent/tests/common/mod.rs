@@ -510,6 +510,13 @@ impl pb::node_server::Node for Service {
         Err(Status::unimplemented("the fake server decides no tasks"))
     }
 
+    async fn await_approval(
+        &self,
+        _request: Request<pb::AwaitApprovalRequest>,
+    ) -> Result<Response<lanyard_proto::task::BeginTaskResponse>, Status> {
+        Err(Status::unimplemented("the fake server decides no tasks"))
+    }
+
     async fn record_tool_use(
         &self,
         _request: Request<pb::RecordToolUseRequest>,

@@ -9,9 +9,9 @@ use lanyard_core::{
     Clock, DnsName, EntryId, EntrySpec, RegistrationEntry, SelectorSet, SpiffeId, TrustDomain,
 };
 use lanyard_store::{
-    AgentFilter, AgentInfo, AgentRenewal, AuditAppend, AuditFilter, BundleWrite, EntryChange,
-    EntryFilter, Error, PageRequest, SelectorFilter, SelectorMatch, StoredCheckpoint, TaskFilter,
-    TaskRecord,
+    AgentFilter, AgentInfo, AgentRenewal, Approval, ApprovalState, AuditAppend, AuditFilter,
+    BundleWrite, EntryChange, EntryFilter, Error, PageRequest, SelectorFilter, SelectorMatch,
+    StoredCheckpoint, TaskFilter, TaskRecord,
 };
 
 use crate::Ctx;
@@ -2511,4 +2511,155 @@ pub(crate) async fn ending_a_task_ends_every_task_delegated_from_it(ctx: Ctx) {
             .ended_at
             .is_none()
     );
+}
+
+pub(crate) async fn approvals_move_from_pending_once(ctx: Ctx) {
+    let now = ctx.clock.now();
+    let approval = |id: &str| Approval {
+        id: id.to_owned(),
+        spiffe_id: SpiffeId::parse(WORKLOAD).unwrap(),
+        request: r#"{"audience":"payroll","operations":["pay"]}"#.to_owned(),
+        policy_ids: vec!["pay-needs-approval".to_owned()],
+        state: ApprovalState::Pending,
+        decided_by: String::new(),
+        reason: String::new(),
+        task_id: None,
+        created_at: now,
+        expires_at: now + Duration::from_secs(600),
+        decided_at: None,
+    };
+    let record = |kind: &str, subject: &str| audit(kind, WORKLOAD, subject, "{}");
+    let a1 = approval("a1");
+    ctx.store
+        .create_approval(&a1, &record("task.pending", "a1"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        ctx.store
+            .create_approval(&a1, &record("task.pending", "a1"))
+            .await,
+        Err(Error::AlreadyExists { .. })
+    ));
+    ctx.store
+        .create_approval(&approval("a2"), &record("task.pending", "a2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ctx.store.get_approval("a1").await.unwrap(),
+        Some(a1.clone())
+    );
+    assert_eq!(ctx.store.get_approval("nope").await.unwrap(), None);
+    let pending: Vec<String> = ctx
+        .store
+        .pending_approvals()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(pending, ["a1", "a2"]);
+
+    ctx.clock.advance(Duration::from_secs(5));
+    let approved = ctx
+        .store
+        .decide_approval(
+            "a1",
+            ApprovalState::Pending,
+            ApprovalState::Approved,
+            "admin:uid=0",
+            "",
+            None,
+            &record("task.approved", "a1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(approved.state, ApprovalState::Approved);
+    assert_eq!(approved.decided_by, "admin:uid=0");
+    assert_eq!(approved.decided_at, Some(ctx.clock.now()));
+    // A second decision loses: nothing changes, nothing is recorded.
+    let size = ctx.store.audit_size().await.unwrap();
+    assert!(matches!(
+        ctx.store
+            .decide_approval(
+                "a1",
+                ApprovalState::Pending,
+                ApprovalState::Denied,
+                "admin:uid=1",
+                "no",
+                None,
+                &record("task.denied", "a1"),
+            )
+            .await,
+        Err(Error::Conflict { .. })
+    ));
+    assert_eq!(ctx.store.audit_size().await.unwrap(), size);
+    // Granted exactly once.
+    let granted = ctx
+        .store
+        .decide_approval(
+            "a1",
+            ApprovalState::Approved,
+            ApprovalState::Granted,
+            "",
+            "",
+            Some("task-1"),
+            &record("task.granted", "task-1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            granted.state,
+            granted.task_id.as_deref(),
+            granted.decided_by.as_str()
+        ),
+        (ApprovalState::Granted, Some("task-1"), "admin:uid=0")
+    );
+    assert!(matches!(
+        ctx.store
+            .decide_approval(
+                "a1",
+                ApprovalState::Approved,
+                ApprovalState::Granted,
+                "",
+                "",
+                Some("task-2"),
+                &record("task.granted", "task-2"),
+            )
+            .await,
+        Err(Error::Conflict { .. })
+    ));
+    // Denied with a reason; unknown ids are NotFound.
+    let denied = ctx
+        .store
+        .decide_approval(
+            "a2",
+            ApprovalState::Pending,
+            ApprovalState::Denied,
+            "admin:uid=0",
+            "not this quarter",
+            None,
+            &record("task.approval_denied", "a2"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (denied.state, denied.reason.as_str()),
+        (ApprovalState::Denied, "not this quarter")
+    );
+    assert!(ctx.store.pending_approvals().await.unwrap().is_empty());
+    assert!(matches!(
+        ctx.store
+            .decide_approval(
+                "nope",
+                ApprovalState::Pending,
+                ApprovalState::Approved,
+                "x",
+                "",
+                None,
+                &record("task.approved", "nope"),
+            )
+            .await,
+        Err(Error::NotFound { .. })
+    ));
 }

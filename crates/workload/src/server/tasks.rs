@@ -7,8 +7,8 @@ use lanyard_core::SelectorSet;
 use lanyard_core::SharedClock;
 use lanyard_proto::task::tasks_server::Tasks;
 use lanyard_proto::task::{
-    BeginTaskRequest, BeginTaskResponse, EndTaskRequest, GetTaskRequest, ListTasksRequest,
-    ListTasksResponse, Task, ValidateTaskTokenRequest, ValidateTaskTokenResponse,
+    AwaitApprovalRequest, BeginTaskRequest, BeginTaskResponse, EndTaskRequest, GetTaskRequest,
+    ListTasksRequest, ListTasksResponse, Task, ValidateTaskTokenRequest, ValidateTaskTokenResponse,
 };
 use serde_json::Value;
 use tonic::{Request, Response, Status};
@@ -188,5 +188,16 @@ impl<T: TaskSource, A: CallerAttestor, S: IdentitySource> Tasks for TaskService<
             },
         );
         outcome.map(Response::new)
+    }
+
+    async fn await_approval(
+        &self,
+        request: Request<AwaitApprovalRequest>,
+    ) -> Result<Response<BeginTaskResponse>, Status> {
+        let caller = self.attest(&request).await?;
+        self.tasks
+            .await_approval(&caller, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

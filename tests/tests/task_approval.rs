@@ -1,0 +1,258 @@
+//! Human approval, against a real server and agent: a grant that a policy annotated
+//! `@approval("required")` allows waits (the `lanyard task begin` process blocks) until an
+//! administrator approves it (then the token names the approval and approver), denies it (the
+//! reason reaches the caller), or it times out. Every step is in the audit log.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use lanyard_e2e::agent_process::Agent;
+use lanyard_e2e::{Server, lanyard_bin, wait_for};
+use serde_json::Value;
+
+const AGENT_ID: &str = "spiffe://example.org/lanyard/agent/approvals";
+const WORKLOAD: &str = "spiffe://example.org/agents/payer";
+const PROMPT: Duration = Duration::from_secs(30);
+
+const POLICY: &str = r#"
+@id("pay-needs-a-human")
+@approval("required")
+permit(principal, action == Action::"pay", resource == Tool::"payroll");
+
+@id("read-payroll")
+permit(principal, action == Action::"read", resource == Tool::"payroll");
+"#;
+
+struct Setup {
+    server: Server,
+    agent: Agent,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// A server whose grants wait `approval_timeout` for a human.
+    fn start(approval_timeout: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        std::fs::write(policies.join("p.cedar"), POLICY).unwrap();
+        let config = dir.path().join("server.toml");
+        let mut file = std::fs::File::create(&config).unwrap();
+        writeln!(file, "approval_timeout = \"{approval_timeout}\"").unwrap();
+        let server = Server::start_with(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--policy-dir",
+            policies.to_str().unwrap(),
+        ]);
+        let uid = rustix::process::getuid().as_raw();
+        server
+            .cli(&[
+                "entry",
+                "create",
+                "--parent-id",
+                AGENT_ID,
+                "--spiffe-id",
+                WORKLOAD,
+                "--selector",
+                &format!("unix:uid:{uid}"),
+            ])
+            .ok();
+        let agent = Agent::start(&server, AGENT_ID);
+        wait_for("the workload's identity", PROMPT, || {
+            let out = agent.cli(&["x509", "fetch", "--output", "json"]);
+            (out.success && out.json()["svids"][0]["spiffe_id"] == WORKLOAD).then_some(())
+        });
+        Self {
+            server,
+            agent,
+            _dir: dir,
+        }
+    }
+
+    /// `lanyard task begin` for `pay`, started in the background: it waits for the decision.
+    fn begin_pay(&self) -> Child {
+        Command::new(lanyard_bin())
+            .args([
+                "task",
+                "begin",
+                "--audience",
+                "payroll",
+                "--op",
+                "pay",
+                "--approval-wait",
+                "60s",
+                "--output",
+                "json",
+                "--socket",
+            ])
+            .arg(&self.agent.socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The one pending approval, once it is there.
+    fn pending(&self) -> Value {
+        wait_for("a pending approval", PROMPT, || {
+            let list = self
+                .server
+                .cli(&["task", "list", "--pending", "--output", "json"])
+                .json();
+            let approvals = list["approvals"].as_array().cloned().unwrap_or_default();
+            (approvals.len() == 1).then(|| approvals[0].clone())
+        })
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        let records = self
+            .server
+            .cli(&["audit", "list", "--output", "json"])
+            .json();
+        records["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap().to_owned())
+            .filter(|k| k.starts_with("task."))
+            .collect()
+    }
+}
+
+/// The payload of a JWT, decoded without checking anything.
+fn claims(token: &str) -> Value {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let payload = token.split('.').nth(1).unwrap();
+    let (mut bits, mut n, mut out) = (0u32, 0, Vec::new());
+    for c in payload.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c).unwrap();
+        bits = (bits << 6) | u32::try_from(v).unwrap();
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push(u8::try_from((bits >> n) & 0xff).unwrap());
+        }
+    }
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn an_approved_grant_is_issued_to_the_waiting_caller_once() {
+    let setup = Setup::start("10m");
+    // A grant no policy asks approval for is immediate.
+    let read = setup.agent.cli(&[
+        "task",
+        "begin",
+        "--audience",
+        "payroll",
+        "--op",
+        "read",
+        "--output",
+        "json",
+    ]);
+    assert!(read.success, "{}", read.stderr);
+
+    let waiting = setup.begin_pay();
+    let approval = setup.pending();
+    assert_eq!(approval["spiffe_id"], WORKLOAD);
+    assert_eq!(approval["operations"], serde_json::json!(["pay"]));
+    assert_eq!(
+        approval["policy_ids"],
+        serde_json::json!(["pay-needs-a-human"])
+    );
+    // No task exists for it yet: nothing usable was issued.
+    let tasks = setup
+        .server
+        .cli(&["task", "list", "--output", "json"])
+        .json();
+    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 1, "only the read");
+
+    let id = approval["id"].as_str().unwrap();
+    setup
+        .server
+        .cli(&["task", "approve", "--id", id, "--reason", "quarter end"])
+        .ok();
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let granted: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = granted["token"].as_str().unwrap();
+    let c = claims(token);
+    assert_eq!(c["lanyard"]["ops"], serde_json::json!(["pay"]));
+    assert_eq!(c["lanyard"]["approval"]["id"], id);
+    assert!(
+        c["lanyard"]["approval"]["by"]
+            .as_str()
+            .unwrap()
+            .starts_with("admin:uid="),
+        "{c}"
+    );
+    // Deciding again is refused: it is not pending any more.
+    let again = setup
+        .server
+        .cli(&["task", "deny", "--id", id, "--reason", "x"]);
+    assert!(
+        !again.success && again.stderr.contains("not pending"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(
+        setup.kinds(),
+        [
+            "task.granted",
+            "task.pending",
+            "task.approved",
+            "task.approval_collected",
+            "task.granted"
+        ]
+    );
+}
+
+#[test]
+fn a_denied_grant_tells_the_caller_why() {
+    let setup = Setup::start("10m");
+    let waiting = setup.begin_pay();
+    let approval = setup.pending();
+    setup
+        .server
+        .cli(&[
+            "task",
+            "deny",
+            "--id",
+            approval["id"].as_str().unwrap(),
+            "--reason",
+            "not this quarter",
+        ])
+        .ok();
+    let out = waiting.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PermissionDenied") && stderr.contains("not this quarter"),
+        "{stderr}"
+    );
+    assert_eq!(setup.kinds(), ["task.pending", "task.approval_denied"]);
+    let tasks = setup
+        .server
+        .cli(&["task", "list", "--output", "json"])
+        .json();
+    assert!(tasks["tasks"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn an_undecided_grant_times_out_and_is_refused() {
+    let setup = Setup::start("1s");
+    let waiting = setup.begin_pay();
+    let out = waiting.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("timed out"), "{stderr}");
+    assert_eq!(setup.kinds(), ["task.pending", "task.approval_timed_out"]);
+}
