@@ -4,12 +4,11 @@
 //! reason reaches the caller), or it times out. Every step is in the audit log.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use lanyard_e2e::agent_process::Agent;
-use lanyard_e2e::{Server, lanyard_bin, wait_for};
+use lanyard_e2e::tasks::{TaskSetup, jwt_claims};
+use lanyard_e2e::{lanyard_bin, wait_for};
 use serde_json::Value;
 
 const AGENT_ID: &str = "spiffe://example.org/lanyard/agent/approvals";
@@ -25,51 +24,13 @@ permit(principal, action == Action::"pay", resource == Tool::"payroll");
 permit(principal, action == Action::"read", resource == Tool::"payroll");
 "#;
 
-struct Setup {
-    server: Server,
-    agent: Agent,
-    _dir: tempfile::TempDir,
-}
+struct Setup(TaskSetup);
 
 impl Setup {
     /// A server whose grants wait `approval_timeout` for a human.
     fn start(approval_timeout: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let policies = dir.path().join("policies");
-        std::fs::create_dir(&policies).unwrap();
-        std::fs::write(policies.join("p.cedar"), POLICY).unwrap();
-        let config = dir.path().join("server.toml");
-        let mut file = std::fs::File::create(&config).unwrap();
-        writeln!(file, "approval_timeout = \"{approval_timeout}\"").unwrap();
-        let server = Server::start_with(&[
-            "--config",
-            config.to_str().unwrap(),
-            "--policy-dir",
-            policies.to_str().unwrap(),
-        ]);
-        let uid = rustix::process::getuid().as_raw();
-        server
-            .cli(&[
-                "entry",
-                "create",
-                "--parent-id",
-                AGENT_ID,
-                "--spiffe-id",
-                WORKLOAD,
-                "--selector",
-                &format!("unix:uid:{uid}"),
-            ])
-            .ok();
-        let agent = Agent::start(&server, AGENT_ID);
-        wait_for("the workload's identity", PROMPT, || {
-            let out = agent.cli(&["x509", "fetch", "--output", "json"]);
-            (out.success && out.json()["svids"][0]["spiffe_id"] == WORKLOAD).then_some(())
-        });
-        Self {
-            server,
-            agent,
-            _dir: dir,
-        }
+        let config = format!("approval_timeout = \"{approval_timeout}\"\n");
+        Self(TaskSetup::start(POLICY, &config, WORKLOAD, &[AGENT_ID]))
     }
 
     /// `lanyard task begin` for `pay`, started in the background: it waits for the decision.
@@ -88,7 +49,7 @@ impl Setup {
                 "json",
                 "--socket",
             ])
-            .arg(&self.agent.socket)
+            .arg(self.0.socket())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -100,6 +61,7 @@ impl Setup {
     fn pending(&self) -> Value {
         wait_for("a pending approval", PROMPT, || {
             let list = self
+                .0
                 .server
                 .cli(&["task", "list", "--pending", "--output", "json"])
                 .json();
@@ -110,6 +72,7 @@ impl Setup {
 
     fn kinds(&self) -> Vec<String> {
         let records = self
+            .0
             .server
             .cli(&["audit", "list", "--output", "json"])
             .json();
@@ -123,28 +86,11 @@ impl Setup {
     }
 }
 
-/// The payload of a JWT, decoded without checking anything.
-fn claims(token: &str) -> Value {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let payload = token.split('.').nth(1).unwrap();
-    let (mut bits, mut n, mut out) = (0u32, 0, Vec::new());
-    for c in payload.bytes() {
-        let v = ALPHABET.iter().position(|&a| a == c).unwrap();
-        bits = (bits << 6) | u32::try_from(v).unwrap();
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push(u8::try_from((bits >> n) & 0xff).unwrap());
-        }
-    }
-    serde_json::from_slice(&out).unwrap()
-}
-
 #[test]
 fn an_approved_grant_is_issued_to_the_waiting_caller_once() {
     let setup = Setup::start("10m");
     // A grant no policy asks approval for is immediate.
-    let read = setup.agent.cli(&[
+    let read = setup.0.agent().cli(&[
         "task",
         "begin",
         "--audience",
@@ -166,6 +112,7 @@ fn an_approved_grant_is_issued_to_the_waiting_caller_once() {
     );
     // No task exists for it yet: nothing usable was issued.
     let tasks = setup
+        .0
         .server
         .cli(&["task", "list", "--output", "json"])
         .json();
@@ -173,6 +120,7 @@ fn an_approved_grant_is_issued_to_the_waiting_caller_once() {
 
     let id = approval["id"].as_str().unwrap();
     setup
+        .0
         .server
         .cli(&["task", "approve", "--id", id, "--reason", "quarter end"])
         .ok();
@@ -184,7 +132,7 @@ fn an_approved_grant_is_issued_to_the_waiting_caller_once() {
     );
     let granted: Value = serde_json::from_slice(&out.stdout).unwrap();
     let token = granted["token"].as_str().unwrap();
-    let c = claims(token);
+    let c = jwt_claims(token);
     assert_eq!(c["lanyard"]["ops"], serde_json::json!(["pay"]));
     assert_eq!(c["lanyard"]["approval"]["id"], id);
     assert!(
@@ -196,6 +144,7 @@ fn an_approved_grant_is_issued_to_the_waiting_caller_once() {
     );
     // Deciding again is refused: it is not pending any more.
     let again = setup
+        .0
         .server
         .cli(&["task", "deny", "--id", id, "--reason", "x"]);
     assert!(
@@ -221,6 +170,7 @@ fn a_denied_grant_tells_the_caller_why() {
     let waiting = setup.begin_pay();
     let approval = setup.pending();
     setup
+        .0
         .server
         .cli(&[
             "task",
@@ -240,6 +190,7 @@ fn a_denied_grant_tells_the_caller_why() {
     );
     assert_eq!(setup.kinds(), ["task.pending", "task.approval_denied"]);
     let tasks = setup
+        .0
         .server
         .cli(&["task", "list", "--output", "json"])
         .json();

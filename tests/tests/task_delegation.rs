@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use lanyard_e2e::agent_process::Agent;
-use lanyard_e2e::{CliOutput, Server, wait_for};
+use lanyard_e2e::tasks::{TaskSetup, jwt_claims};
+use lanyard_e2e::{CliOutput, wait_for};
 use serde_json::Value;
 
 const AGENT_ID: &str = "spiffe://example.org/lanyard/agent/deleg";
@@ -25,46 +25,17 @@ permit(
 permit(principal, action == Action::"read", resource == Tool::"wiki");
 "#;
 
-struct Setup {
-    server: Server,
-    agent: Agent,
-    _policies: tempfile::TempDir,
-}
+struct Setup(TaskSetup);
 
 impl Setup {
     fn start() -> Self {
-        let policies = tempfile::tempdir().unwrap();
-        std::fs::write(policies.path().join("p.cedar"), POLICY).unwrap();
-        let server = Server::start_with(&["--policy-dir", policies.path().to_str().unwrap()]);
-        let uid = rustix::process::getuid().as_raw();
-        server
-            .cli(&[
-                "entry",
-                "create",
-                "--parent-id",
-                AGENT_ID,
-                "--spiffe-id",
-                WORKLOAD,
-                "--selector",
-                &format!("unix:uid:{uid}"),
-            ])
-            .ok();
-        let agent = Agent::start(&server, AGENT_ID);
-        wait_for("the workload's identity", PROMPT, || {
-            let out = agent.cli(&["x509", "fetch", "--output", "json"]);
-            (out.success && out.json()["svids"][0]["spiffe_id"] == WORKLOAD).then_some(())
-        });
-        Self {
-            server,
-            agent,
-            _policies: policies,
-        }
+        Self(TaskSetup::start(POLICY, "", WORKLOAD, &[AGENT_ID]))
     }
 
     fn begin(&self, args: &[&str]) -> CliOutput {
         let mut all = vec!["task", "begin", "--output", "json"];
         all.extend_from_slice(args);
-        self.agent.cli(&all)
+        self.0.agent().cli(&all)
     }
 
     /// A granted task: (the task, its token).
@@ -83,29 +54,6 @@ impl Setup {
         assert!(out.stderr.contains("PermissionDenied"), "{}", out.stderr);
         out.stderr
     }
-}
-
-/// The payload of a JWT, decoded without checking anything.
-fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64url(payload)).unwrap()
-}
-
-fn base64url(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut bits = 0u32;
-    let mut n = 0;
-    let mut out = Vec::new();
-    for c in text.bytes() {
-        let v = ALPHABET.iter().position(|&a| a == c).unwrap();
-        bits = (bits << 6) | u32::try_from(v).unwrap();
-        n += 6;
-        if n >= 8 {
-            n -= 8;
-            out.push(u8::try_from((bits >> n) & 0xff).unwrap());
-        }
-    }
-    out
 }
 
 #[test]
@@ -139,7 +87,7 @@ fn a_delegated_task_narrows_its_parent_and_carries_the_chain() {
     );
     assert!(child["expires_at"].as_i64() <= parent["expires_at"].as_i64());
 
-    let c = claims(&child_token);
+    let c = jwt_claims(&child_token);
     assert_eq!(c["lanyard"]["parent"], parent["id"]);
     assert_eq!(c["lanyard"]["depth"], 1);
     assert_eq!(c["lanyard"]["obo"], "user:alice");
@@ -158,7 +106,7 @@ fn a_delegated_task_narrows_its_parent_and_carries_the_chain() {
         "--parent-token",
         &child_token,
     ]);
-    let g = claims(&grandchild_token);
+    let g = jwt_claims(&grandchild_token);
     assert_eq!(g["lanyard"]["depth"], 2);
     let chain = g["lanyard"]["chain"].as_array().unwrap();
     assert_eq!(chain.len(), 2);
@@ -171,7 +119,8 @@ fn a_delegated_task_narrows_its_parent_and_carries_the_chain() {
     // The token is still a JWT-SVID every agent accepts.
     assert!(
         setup
-            .agent
+            .0
+            .agent()
             .cli(&[
                 "jwt",
                 "validate",
@@ -269,6 +218,7 @@ fn every_widening_is_refused_and_recorded() {
 
     // Every refusal is in the audit log with its reason; no child task was stored for them.
     let records = setup
+        .0
         .server
         .cli(&[
             "audit",
@@ -287,6 +237,7 @@ fn every_widening_is_refused_and_recorded() {
         .collect();
     assert_eq!(reasons.len(), 7, "{reasons:?}");
     let tasks = setup
+        .0
         .server
         .cli(&["task", "list", "--output", "json"])
         .json();
@@ -331,11 +282,12 @@ fn an_expired_or_ended_parent_delegates_nothing_and_ending_it_ends_its_children(
         &parent_token,
     ]);
     setup
-        .agent
+        .0
+        .agent()
         .cli(&["task", "end", "--id", parent["id"].as_str().unwrap()])
         .ok();
     wait_for("the child's token to be refused", PROMPT, || {
-        let out = setup.agent.cli(&[
+        let out = setup.0.agent().cli(&[
             "jwt",
             "validate",
             "--audience",
@@ -357,6 +309,7 @@ fn an_expired_or_ended_parent_delegates_nothing_and_ending_it_ends_its_children(
         assert!(message.contains("has ended"), "{message}");
     }
     let ended = setup
+        .0
         .server
         .cli(&["audit", "list", "--kind", "task.ended", "--output", "json"])
         .json();

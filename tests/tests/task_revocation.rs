@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use lanyard_e2e::agent_process::Agent;
-use lanyard_e2e::{CliOutput, Server, wait_for};
+use lanyard_e2e::tasks::TaskSetup;
+use lanyard_e2e::{CliOutput, wait_for};
 use serde_json::Value;
 
 const AGENT_A: &str = "spiffe://example.org/lanyard/agent/a";
@@ -22,47 +23,27 @@ permit(principal, action == Action::"read", resource == Tool::"tickets");
 "#;
 
 struct Setup {
-    server: Server,
-    a: Agent,
-    b: Agent,
-    _policies: tempfile::TempDir,
+    inner: TaskSetup,
 }
 
 impl Setup {
     fn start() -> Self {
-        let policies = tempfile::tempdir().unwrap();
-        std::fs::write(policies.path().join("p.cedar"), POLICY).unwrap();
-        let server = Server::start_with(&["--policy-dir", policies.path().to_str().unwrap()]);
-        let uid = rustix::process::getuid().as_raw();
-        server
-            .cli(&[
-                "entry",
-                "create",
-                "--parent-id",
-                AGENT_A,
-                "--spiffe-id",
-                WORKLOAD,
-                "--selector",
-                &format!("unix:uid:{uid}"),
-            ])
-            .ok();
-        let a = Agent::start(&server, AGENT_A);
-        let b = Agent::start(&server, AGENT_B);
-        wait_for("the workload's identity at agent A", PROMPT, || {
-            let out = a.cli(&["x509", "fetch", "--output", "json"]);
-            (out.success && out.json()["svids"][0]["spiffe_id"] == WORKLOAD).then_some(())
-        });
         Self {
-            server,
-            a,
-            b,
-            _policies: policies,
+            inner: TaskSetup::start(POLICY, "", WORKLOAD, &[AGENT_A, AGENT_B]),
         }
+    }
+
+    fn a(&self) -> &Agent {
+        &self.inner.agents[0]
+    }
+
+    fn b(&self) -> &Agent {
+        &self.inner.agents[1]
     }
 
     /// A granted task: (task id, token).
     fn begin(&self) -> (String, String) {
-        let out = self.a.cli(&[
+        let out = self.a().cli(&[
             "task",
             "begin",
             "--audience",
@@ -98,18 +79,26 @@ fn an_ended_task_is_refused_by_every_agent_and_recorded() {
     let setup = Setup::start();
     let (id, token) = setup.begin();
     wait_for("agent B to accept the token", PROMPT, || {
-        validate(&setup.b, &token).success.then_some(())
+        validate(setup.b(), &token).success.then_some(())
     });
-    assert!(validate(&setup.a, &token).success);
+    assert!(validate(setup.a(), &token).success);
 
     // The owner ends it through its own agent.
     let ended = setup
-        .a
+        .a()
         .cli(&["task", "end", "--id", &id, "--output", "json"])
         .json();
     assert!(ended["ended_at"].as_i64().unwrap() > 0, "{ended}");
-    wait_revoked(&setup.b, &token, "agent B to refuse the ended task's token");
-    wait_revoked(&setup.a, &token, "agent A to refuse the ended task's token");
+    wait_revoked(
+        setup.b(),
+        &token,
+        "agent B to refuse the ended task's token",
+    );
+    wait_revoked(
+        setup.a(),
+        &token,
+        "agent A to refuse the ended task's token",
+    );
     // It is still within its lifetime: only the revocation refuses it.
     assert!(
         ended["expires_at"].as_i64().unwrap() > lanyard_e2e_now() + 60,
@@ -118,11 +107,12 @@ fn an_ended_task_is_refused_by_every_agent_and_recorded() {
 
     // Ending it again is not an error and records nothing more.
     let again = setup
-        .a
+        .a()
         .cli(&["task", "end", "--id", &id, "--output", "json"])
         .json();
     assert_eq!(again["ended_at"], ended["ended_at"]);
     let records = setup
+        .inner
         .server
         .cli(&["audit", "list", "--kind", "task.ended", "--output", "json"])
         .json();
@@ -132,13 +122,14 @@ fn an_ended_task_is_refused_by_every_agent_and_recorded() {
     assert_eq!(records[0]["actor"], WORKLOAD);
 
     // An unknown task: NotFound, through the agent and for an administrator.
-    let out = setup.a.cli(&["task", "end", "--id", "no-such-task"]);
+    let out = setup.a().cli(&["task", "end", "--id", "no-such-task"]);
     assert!(
         !out.success && out.err().contains("NotFound"),
         "{}",
         out.stderr
     );
     let out = setup
+        .inner
         .server
         .cli(&["task", "revoke", "--id", "no-such-task"]);
     assert!(
@@ -149,17 +140,19 @@ fn an_ended_task_is_refused_by_every_agent_and_recorded() {
 
     // An administrator revokes another task; both agents refuse it.
     let (id, token) = setup.begin();
-    assert!(validate(&setup.b, &token).success);
+    assert!(validate(setup.b(), &token).success);
     setup
+        .inner
         .server
         .cli(&["task", "revoke", "--id", &id, "--reason", "incident 42"])
         .ok();
     wait_revoked(
-        &setup.b,
+        setup.b(),
         &token,
         "agent B to refuse the revoked task's token",
     );
     let records = setup
+        .inner
         .server
         .cli(&[
             "audit",
@@ -180,7 +173,7 @@ fn an_ended_task_is_refused_by_every_agent_and_recorded() {
 
     // A task that was not ended is still accepted.
     let (_, live) = setup.begin();
-    assert!(validate(&setup.b, &live).success);
+    assert!(validate(setup.b(), &live).success);
 }
 
 #[test]
@@ -188,10 +181,11 @@ fn an_agent_that_was_down_refuses_a_token_revoked_meanwhile_from_its_first_answe
     let mut setup = Setup::start();
     let (id, token) = setup.begin();
     wait_for("agent B to accept the token", PROMPT, || {
-        validate(&setup.b, &token).success.then_some(())
+        validate(setup.b(), &token).success.then_some(())
     });
-    setup.b.kill();
+    setup.inner.agents[1].kill();
     setup
+        .inner
         .server
         .cli(&[
             "task",
@@ -202,11 +196,11 @@ fn an_agent_that_was_down_refuses_a_token_revoked_meanwhile_from_its_first_answe
             "while B was down",
         ])
         .ok();
-    setup.b.restart_without_token();
+    setup.inner.agents[1].restart_without_token();
     // From the moment it answers at all, it never calls the token valid: before its first sync it
     // has no bundle to validate with; the sync that brings the bundle brings the revocations.
     let verdict = wait_for("agent B to give a verdict on the token", PROMPT, || {
-        let out = validate(&setup.b, &token);
+        let out = validate(setup.b(), &token);
         assert!(
             !out.success,
             "agent B accepted a revoked token after restarting"

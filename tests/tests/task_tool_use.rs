@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use lanyard_e2e::agent_process::Agent;
+use lanyard_e2e::tasks::TaskSetup;
 use lanyard_e2e::{CliOutput, Server, wait_for};
 use serde_json::Value;
 
@@ -20,29 +21,8 @@ const POLICY: &str = r#"
 permit(principal, action in [Action::"read", Action::"list"], resource == Tool::"tickets");
 "#;
 
-fn setup() -> (Server, Agent, tempfile::TempDir) {
-    let policies = tempfile::tempdir().unwrap();
-    std::fs::write(policies.path().join("p.cedar"), POLICY).unwrap();
-    let server = Server::start_with(&["--policy-dir", policies.path().to_str().unwrap()]);
-    let uid = rustix::process::getuid().as_raw();
-    server
-        .cli(&[
-            "entry",
-            "create",
-            "--parent-id",
-            AGENT_ID,
-            "--spiffe-id",
-            WORKLOAD,
-            "--selector",
-            &format!("unix:uid:{uid}"),
-        ])
-        .ok();
-    let agent = Agent::start(&server, AGENT_ID);
-    wait_for("the workload's identity", PROMPT, || {
-        let out = agent.cli(&["x509", "fetch", "--output", "json"]);
-        (out.success && out.json()["svids"][0]["spiffe_id"] == WORKLOAD).then_some(())
-    });
-    (server, agent, policies)
+fn setup() -> TaskSetup {
+    TaskSetup::start(POLICY, "", WORKLOAD, &[AGENT_ID])
 }
 
 fn begin(agent: &Agent) -> (String, String) {
@@ -101,15 +81,16 @@ fn tool_uses(server: &Server, task_id: &str, n: usize) -> Vec<Value> {
 
 #[test]
 fn a_tool_checks_the_operation_and_every_check_is_recorded() {
-    let (server, agent, _policies) = setup();
-    let (task_id, token) = begin(&agent);
+    let setup = setup();
+    let (server, agent) = (&setup.server, setup.agent());
+    let (task_id, token) = begin(agent);
 
-    let allowed = validate(&agent, &token, "tickets", "read").json();
+    let allowed = validate(agent, &token, "tickets", "read").json();
     assert_eq!(allowed["task_id"], task_id.as_str());
     assert_eq!(allowed["spiffe_id"], WORKLOAD);
     assert_eq!(allowed["operations"], serde_json::json!(["read"]));
 
-    let out = validate(&agent, &token, "tickets", "delete");
+    let out = validate(agent, &token, "tickets", "delete");
     assert!(!out.success);
     assert!(
         out.stderr.contains("PermissionDenied")
@@ -119,7 +100,7 @@ fn a_tool_checks_the_operation_and_every_check_is_recorded() {
         "{}",
         out.stderr
     );
-    let out = validate(&agent, &token, "wiki", "read");
+    let out = validate(agent, &token, "wiki", "read");
     assert!(
         !out.success && out.stderr.contains("InvalidArgument"),
         "{}",
@@ -130,7 +111,7 @@ fn a_tool_checks_the_operation_and_every_check_is_recorded() {
         .cli(&["jwt", "fetch", "--audience", "tickets", "--output", "json"])
         .json();
     let plain = plain[0]["token"].as_str().unwrap();
-    let out = validate(&agent, plain, "tickets", "read");
+    let out = validate(agent, plain, "tickets", "read");
     assert!(
         !out.success && out.stderr.contains("not a task token"),
         "{}",
@@ -139,13 +120,13 @@ fn a_tool_checks_the_operation_and_every_check_is_recorded() {
 
     agent.cli(&["task", "end", "--id", &task_id]).ok();
     wait_for("the ended task's token to be refused", PROMPT, || {
-        let out = validate(&agent, &token, "tickets", "read");
+        let out = validate(agent, &token, "tickets", "read");
         (!out.success && out.stderr.contains("revoked")).then_some(())
     });
 
     // Allowed read, refused delete, refused audience, refused after the end (at least one). The
     // plain JWT-SVID names no task: it is recorded under "unknown-task".
-    let records = tool_uses(&server, &task_id, 4);
+    let records = tool_uses(server, &task_id, 4);
     let summary: Vec<(bool, String)> = records
         .iter()
         .map(|r| {
@@ -173,20 +154,20 @@ fn a_tool_checks_the_operation_and_every_check_is_recorded() {
 
 #[test]
 fn tool_use_while_the_server_is_down_is_recorded_when_it_is_back() {
-    let (mut server, agent, _policies) = setup();
-    let (task_id, token) = begin(&agent);
-    assert!(validate(&agent, &token, "tickets", "read").success);
-    tool_uses(&server, &task_id, 1);
+    let mut setup = setup();
+    let (task_id, token) = begin(setup.agent());
+    assert!(validate(setup.agent(), &token, "tickets", "read").success);
+    tool_uses(&setup.server, &task_id, 1);
 
     // The server goes away; the tool goes on checking the token at its agent.
-    assert!(server.terminate());
-    let out = validate(&agent, &token, "tickets", "read");
+    assert!(setup.server.terminate());
+    let out = validate(setup.agent(), &token, "tickets", "read");
     assert!(out.success, "validation is local: {}", out.stderr);
-    let out = validate(&agent, &token, "tickets", "list");
+    let out = validate(setup.agent(), &token, "tickets", "list");
     assert!(!out.success, "list was not granted");
 
-    server.restart();
-    let records = tool_uses(&server, &task_id, 3);
+    setup.server.restart();
+    let records = tool_uses(&setup.server, &task_id, 3);
     assert_eq!(records.len(), 3, "{records:?}");
     assert_eq!(records[2]["details"]["operation"], "list");
     assert_eq!(records[2]["details"]["allowed"], false);

@@ -89,7 +89,7 @@ impl Ctx {
              DROP TABLE IF EXISTS join_tokens; DROP TABLE IF EXISTS bundles; \
              DROP TABLE IF EXISTS ca_journals; DROP TABLE IF EXISTS events; \
              DROP TABLE IF EXISTS audit_log; DROP TABLE IF EXISTS audit_checkpoints; \
-             DROP TABLE IF EXISTS tasks;",
+             DROP TABLE IF EXISTS tasks; DROP TABLE IF EXISTS approvals;",
         )
         .await;
         let backend = self.store.backend();
