@@ -33,6 +33,49 @@ pub(crate) struct Narrowed {
     pub(crate) not_after: SystemTime,
 }
 
+/// A request's parent task, checked, and what the child may have.
+#[derive(Debug)]
+pub(crate) struct Delegation {
+    pub(crate) parent: Parent,
+    pub(crate) depth: u32,
+    pub(crate) not_after: SystemTime,
+}
+
+impl Delegation {
+    /// `None` for a request without a parent token; otherwise the checked parent and the
+    /// child's bounds, or the reason the request does not only narrow it.
+    pub(crate) async fn for_request(
+        state: &ServerState,
+        request: &lanyard_proto::task::BeginTaskRequest,
+        requested_ttl: u64,
+        now: SystemTime,
+    ) -> Result<Option<Self>, String> {
+        if request.parent_token.is_empty() {
+            return Ok(None);
+        }
+        let parent = Parent::verify(state, &request.parent_token, now).await?;
+        let narrowed = parent.narrow(
+            &request.audience,
+            &request.operations,
+            &request.on_behalf_of,
+            state.config.max_delegation_depth,
+        )?;
+        // An explicit lifetime past the parent's is a widening; 0 (the longest allowed) is cut.
+        if request.ttl_seconds > 0 && now + Duration::from_secs(requested_ttl) > narrowed.not_after
+        {
+            return Err(
+                "a delegated task may only narrow its parent: it would expire after the parent"
+                    .to_owned(),
+            );
+        }
+        Ok(Some(Self {
+            parent,
+            depth: narrowed.depth,
+            not_after: narrowed.not_after,
+        }))
+    }
+}
+
 impl Parent {
     /// Checks a parent task token. The error is the reason to give the caller.
     pub(crate) async fn verify(

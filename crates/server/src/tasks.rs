@@ -18,7 +18,7 @@ use serde_json::json;
 use tonic::Status;
 
 use crate::admin::{ca_status, store_status};
-use crate::delegation::{Parent, child_ttl};
+use crate::delegation::{Delegation, child_ttl};
 use crate::{ServerState, audit, unix_seconds};
 
 /// No task credential lives longer than this, whatever is asked or allowed.
@@ -70,38 +70,17 @@ pub(crate) async fn begin(
         n => n.unsigned_abs(),
     };
     // A delegated task: the parent must check out, and the child only narrow it.
-    let mut on_behalf_of = request.on_behalf_of.clone();
-    let mut not_after = None;
-    let mut delegated = None;
-    if !request.parent_token.is_empty() {
-        let narrowed = match Parent::verify(state, &request.parent_token, now).await {
-            Ok(parent) => parent
-                .narrow(
-                    &request.audience,
-                    &request.operations,
-                    &request.on_behalf_of,
-                    state.config.max_delegation_depth,
-                )
-                .map(|narrowed| (parent, narrowed)),
-            Err(reason) => Err(reason),
-        };
-        let (parent, narrowed) = match narrowed {
-            Ok(ok) => ok,
-            Err(reason) => {
-                return Err(refused(reason.clone(), Status::permission_denied(reason)).await);
-            }
-        };
-        if request.ttl_seconds > 0 && now + Duration::from_secs(requested_ttl) > narrowed.not_after
-        {
-            let reason =
-                "a delegated task may only narrow its parent: it would expire after the parent"
-                    .to_owned();
+    let delegated = match Delegation::for_request(state, &request, requested_ttl, now).await {
+        Ok(delegated) => delegated,
+        Err(reason) => {
             return Err(refused(reason.clone(), Status::permission_denied(reason)).await);
         }
-        on_behalf_of = parent.task.on_behalf_of.clone();
-        not_after = Some(narrowed.not_after);
-        delegated = Some((parent, narrowed.depth));
-    }
+    };
+    // A delegated task acts for whom its root acts.
+    let on_behalf_of = delegated.as_ref().map_or_else(
+        || request.on_behalf_of.clone(),
+        |d| d.parent.task.on_behalf_of.clone(),
+    );
     let grant = GrantRequest {
         principal: workload.clone(),
         selectors: entry.selectors().clone(),
@@ -110,14 +89,14 @@ pub(crate) async fn begin(
         ttl_seconds: requested_ttl,
         purpose: request.purpose.clone(),
         on_behalf_of: on_behalf_of.clone(),
-        delegation_depth: delegated.as_ref().map_or(0, |(_, depth)| *depth),
+        delegation_depth: delegated.as_ref().map_or(0, |d| d.depth),
         root_principal: delegated
             .as_ref()
-            .map(|(parent, _)| parent.root_principal())
+            .map(|d| d.parent.root_principal())
             .unwrap_or_default(),
         parent_workload: delegated
             .as_ref()
-            .map(|(parent, _)| parent.task.spiffe_id.to_string())
+            .map(|d| d.parent.task.spiffe_id.to_string())
             .unwrap_or_default(),
         now,
     };
@@ -159,8 +138,8 @@ pub(crate) async fn begin(
     }
     let limit = policies.bundle.ttl_limit(&decision).unwrap_or(u64::MAX);
     let mut ttl = Duration::from_secs(requested_ttl.min(limit).min(MAX_TASK_TTL.as_secs()));
-    if let Some(not_after) = not_after {
-        ttl = child_ttl(ttl, now, not_after);
+    if let Some(delegated) = &delegated {
+        ttl = child_ttl(ttl, now, delegated.not_after);
     }
     let task_id = random_id();
     let token_id = random_id();
@@ -180,11 +159,11 @@ pub(crate) async fn begin(
         );
     }
     let mut extra_claims = serde_json::Map::new();
-    if let Some((parent, depth)) = &delegated {
-        claim.insert("parent".into(), json!(parent.task.id));
-        claim.insert("depth".into(), json!(depth));
-        claim.insert("chain".into(), json!(parent.chain));
-        extra_claims.insert("act".into(), parent.child_act());
+    if let Some(delegated) = &delegated {
+        claim.insert("parent".into(), json!(delegated.parent.task.id));
+        claim.insert("depth".into(), json!(delegated.depth));
+        claim.insert("chain".into(), json!(delegated.parent.chain));
+        extra_claims.insert("act".into(), delegated.parent.child_act());
     }
     extra_claims.insert(CLAIM.into(), serde_json::Value::Object(claim));
     let svid = state
@@ -212,8 +191,8 @@ pub(crate) async fn begin(
         issued_at: svid.issued_at,
         expires_at: svid.expires_at,
         ended_at: None,
-        parent_id: delegated.as_ref().map(|(parent, _)| parent.task.id.clone()),
-        depth: delegated.as_ref().map_or(0, |(_, depth)| *depth),
+        parent_id: delegated.as_ref().map(|d| d.parent.task.id.clone()),
+        depth: delegated.as_ref().map_or(0, |d| d.depth),
     };
     let record = audit::draft(
         "task.granted",
