@@ -49,6 +49,7 @@ fn task_load_runs_and_prints_every_figure() {
     ];
     if postgres.is_some() {
         rows.push("| audit appends, PostgreSQL, durable, 1 writer / 3 writers |");
+        rows.push("| **revocation: EndTask returned at agent A → agent B refuses the token**, two servers on one PostgreSQL (A on one, B on the other), 3 tasks: p50 / p99 / max |");
     }
     for row in rows {
         assert!(stdout.contains(row), "no row `{row}` in:\n{stdout}");

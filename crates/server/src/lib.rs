@@ -347,9 +347,11 @@ async fn reload_on_hangup(state: Arc<ServerState>, mut stop: watch::Receiver<boo
     }
 }
 
-/// How often the index looks for entries written by other servers on a shared database. Writes
-/// through this server reach the index at once; this only bounds the delay for other servers'.
-const FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the index looks for entries written by other servers on a shared database (and the
+/// audit log for their evictions, bans and ended tasks). Writes through this server take effect
+/// at once; this bounds the delay for other servers' (a revoked task token: < 1 s across servers,
+/// measured in docs/benchmarks.md). Four rounds of a few indexed queries per second per server.
+const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Keeps the entry index current with writes this server did not make (several servers on one
 /// PostgreSQL database). One indexed query per interval for the whole server, not per agent.

@@ -42,7 +42,8 @@ usage: task-load [options]
   --seconds S        how long each measured phase runs (default 5)
   --records N        audit records per append measurement (default 2000)
   --postgres URL     also measure audit appends on PostgreSQL (a fresh database is made there)
-  --revocations N    tasks ended one by one for the revocation latency (default 200; 0: skip)
+  --revocations N    tasks ended one by one for the revocation latency (default 200; 0: skip);
+                     with --postgres also across two servers (at most 100 tasks)
   --max-seconds N    give up after this long (default 900)
 ";
 
@@ -178,7 +179,13 @@ async fn run(args: &Args) -> anyhow::Result<Table> {
         grants(args, policies, &mut table).await?;
     }
     if args.revocations > 0 {
-        revocation_latency(args, &mut table).await?;
+        revocation_latency(args, &mut table, None, args.revocations).await?;
+        if let Some(admin_url) = &args.postgres {
+            // Across servers the bound is the audit-log follower's tick (1 s): fewer tasks.
+            let database = FreshDatabase::create(admin_url, "lanyard_task_load").await?;
+            let tasks = args.revocations.min(100);
+            revocation_latency(args, &mut table, Some(&database.url), tasks).await?;
+        }
     }
     Ok(table)
 }
@@ -431,7 +438,12 @@ async fn grants(args: &Args, policies: usize, table: &mut Table) -> anyhow::Resu
 /// How long from `EndTask` returning at agent A until agent B's `ValidateJWTSVID` refuses the
 /// token, for `--revocations` tasks one after the other. B is polled back to back, so the figure
 /// includes one validation round trip (~0.3 ms) of resolution.
-async fn revocation_latency(args: &Args, table: &mut Table) -> anyhow::Result<()> {
+async fn revocation_latency(
+    args: &Args,
+    table: &mut Table,
+    shared_datastore: Option<&str>,
+    tasks_to_end: usize,
+) -> anyhow::Result<()> {
     use lanyard_proto::task::EndTaskRequest;
     use lanyard_proto::workload::ValidateJwtsvidRequest;
     use lanyard_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
@@ -439,19 +451,32 @@ async fn revocation_latency(args: &Args, table: &mut Table) -> anyhow::Result<()
     let tmp = tempfile::tempdir()?;
     let policy_dir = tmp.path().join("policies");
     write_policies(&policy_dir, 1)?;
-    let server_dir = tmp.path().join("server");
-    std::fs::create_dir_all(&server_dir)?;
-    let extra = vec!["--policy-dir".to_owned(), policy_dir.display().to_string()];
-    let (mut server, mut admin) =
-        ServerProcess::start(&args.lanyard, &server_dir, &extra, "info").await?;
-    let node_addr = server.node_addr().await?;
+    let mut extra = vec!["--policy-dir".to_owned(), policy_dir.display().to_string()];
+    if let Some(url) = shared_datastore {
+        extra.extend(["--datastore".to_owned(), url.to_owned()]);
+    }
+    // One server, or two on one PostgreSQL database: agent A on the first, B on the last.
+    let mut servers = Vec::new();
+    for name in if shared_datastore.is_some() {
+        &["s1", "s2"][..]
+    } else {
+        &["s1"][..]
+    } {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir)?;
+        let (mut server, admin) = ServerProcess::start(&args.lanyard, &dir, &extra, "info").await?;
+        let node_addr = server.node_addr().await?;
+        servers.push((server, admin, node_addr));
+    }
     let mut agents = Vec::new();
-    for name in ["a", "b"] {
+    for (name, index) in [("a", 0), ("b", servers.len() - 1)] {
         let dir = tmp.path().join(name);
         std::fs::create_dir_all(&dir)?;
         let id = format!("spiffe://{TRUST_DOMAIN}/lanyard/agent/{name}");
-        agents.push(AgentProcess::start(&args.lanyard, &dir, &mut admin, node_addr, &id).await?);
+        let (_, admin, node_addr) = &mut servers[index];
+        agents.push(AgentProcess::start(&args.lanyard, &dir, admin, *node_addr, &id).await?);
     }
+    let admin = &mut servers[0].1;
     let (a, b) = (&agents[0], &agents[1]);
     let uid = rustix::process::getuid().as_raw();
     timed(
@@ -486,7 +511,7 @@ async fn revocation_latency(args: &Args, table: &mut Table) -> anyhow::Result<()
         request
     };
     let mut samples = Samples::default();
-    for _ in 0..args.revocations {
+    for _ in 0..tasks_to_end {
         let granted = tasks.begin_task(grant_request()).await?.into_inner();
         let task_id = granted.task.map(|t| t.id).unwrap_or_default();
         // B accepts it first (so that what is measured is the revocation, not the token's arrival).
@@ -518,9 +543,14 @@ async fn revocation_latency(args: &Args, table: &mut Table) -> anyhow::Result<()
         }
         samples.push(ended.elapsed());
     }
+    let servers_label = if shared_datastore.is_some() {
+        "two servers on one PostgreSQL (A on one, B on the other)"
+    } else {
+        "one server"
+    };
     table.row(
         format!(
-            "**revocation: EndTask returned at agent A → agent B refuses the token**, one server, {} tasks: p50 / p99 / max",
+            "**revocation: EndTask returned at agent A → agent B refuses the token**, {servers_label}, {} tasks: p50 / p99 / max",
             samples.len()
         ),
         samples.p50_p99_max(),
@@ -528,6 +558,8 @@ async fn revocation_latency(args: &Args, table: &mut Table) -> anyhow::Result<()
     for agent in agents {
         agent.stop().await;
     }
-    server.stop().await;
+    for (server, _, _) in servers {
+        server.stop().await;
+    }
     Ok(())
 }
