@@ -932,7 +932,7 @@ impl pb::admin_server::Admin for AdminService {
             let request = request.into_inner();
             crate::tasks::end(
                 &self.state,
-                &actor,
+                Some(&actor),
                 &[],
                 &request.task_id,
                 "task.revoked",

@@ -478,18 +478,8 @@ impl ServerState {
         subject: &str,
         details: serde_json::Value,
     ) {
-        let result = match audit::draft(kind, actor, subject, details, self.clock.now()) {
-            Ok(record) => self
-                .store
-                .append_audit(&record)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(error) = result {
-            tracing::error!(kind, %error, "cannot write an audit record");
-        }
+        self.record_many(kind, actor, vec![(subject.to_owned(), details)])
+            .await;
     }
 
     /// Records the same action on several subjects, each with its details, in one transaction.

@@ -358,26 +358,9 @@ pub(crate) async fn await_approval(
             .ok_or_else(|| Status::not_found(format!("no approval {:?}", clipped(id))))?;
         match approval.state {
             ApprovalState::Approved => {
-                let request: serde_json::Value = serde_json::from_str(&approval.request)
+                let (entry_id, task) = stored_request(&approval)
                     .map_err(|e| Status::internal(format!("stored approval request: {e}")))?;
-                let text = |k: &str| request[k].as_str().unwrap_or_default().to_owned();
-                let entry = entry_for(&text("entry_id"))?;
-                let task = pb::BeginTaskRequest {
-                    audience: text("audience"),
-                    operations: request["operations"]
-                        .as_array()
-                        .map(|ops| {
-                            ops.iter()
-                                .filter_map(|o| o.as_str().map(str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    ttl_seconds: request["ttl_seconds"].as_i64().unwrap_or(0),
-                    spiffe_id: String::new(),
-                    purpose: text("purpose"),
-                    on_behalf_of: text("on_behalf_of"),
-                    parent_token: String::new(),
-                };
+                let entry = entry_for(&entry_id)?;
                 // The policies decide again: one changed since may forbid it now.
                 return begin(state, agent, &entry, task, Some(&approval)).await;
             }
@@ -428,13 +411,14 @@ pub(crate) async fn await_approval(
     }
 }
 
-/// The admin view of an approval.
-pub(crate) fn approval_to_proto(approval: &Approval) -> lanyard_proto::admin::Approval {
-    let request: serde_json::Value = serde_json::from_str(&approval.request).unwrap_or_default();
+/// The request an approval holds (as `ask_approval` stored it): the entry it was asked through,
+/// and the task request to decide again once approved.
+fn stored_request(
+    approval: &Approval,
+) -> Result<(String, pb::BeginTaskRequest), serde_json::Error> {
+    let request: serde_json::Value = serde_json::from_str(&approval.request)?;
     let text = |k: &str| request[k].as_str().unwrap_or_default().to_owned();
-    lanyard_proto::admin::Approval {
-        id: approval.id.clone(),
-        spiffe_id: approval.spiffe_id.to_string(),
+    let task = pb::BeginTaskRequest {
         audience: text("audience"),
         operations: request["operations"]
             .as_array()
@@ -444,8 +428,25 @@ pub(crate) fn approval_to_proto(approval: &Approval) -> lanyard_proto::admin::Ap
                     .collect()
             })
             .unwrap_or_default(),
+        ttl_seconds: request["ttl_seconds"].as_i64().unwrap_or(0),
+        spiffe_id: String::new(),
         purpose: text("purpose"),
         on_behalf_of: text("on_behalf_of"),
+        parent_token: String::new(),
+    };
+    Ok((text("entry_id"), task))
+}
+
+/// The admin view of an approval.
+pub(crate) fn approval_to_proto(approval: &Approval) -> lanyard_proto::admin::Approval {
+    let (_, request) = stored_request(approval).unwrap_or_default();
+    lanyard_proto::admin::Approval {
+        id: approval.id.clone(),
+        spiffe_id: approval.spiffe_id.to_string(),
+        audience: request.audience,
+        operations: request.operations,
+        purpose: request.purpose,
+        on_behalf_of: request.on_behalf_of,
         policy_ids: approval.policy_ids.clone(),
         state: match approval.state {
             ApprovalState::Pending => "pending",
@@ -631,11 +632,11 @@ pub(crate) async fn list(
 /// Ends the task `id` now, and every task delegated from it, if it was granted to one of
 /// `holders` (empty: any, for an administrator), recording `kind` (`task.ended` by its owner,
 /// `task.revoked` by an admin) for each in the same transaction, and pushes the new revocation
-/// list to every agent. Ending an ended task
+/// list to every agent. `actor` `None`: the task's own workload ends it. Ending an ended task
 /// answers with the task as it is and records nothing.
 pub(crate) async fn end(
     state: &ServerState,
-    actor: &str,
+    actor: Option<&str>,
     holders: &[SpiffeId],
     id: &str,
     kind: &str,
@@ -645,7 +646,7 @@ pub(crate) async fn end(
     let task = get(state, holders, id).await?;
     let record = audit::draft(
         kind,
-        actor,
+        actor.unwrap_or(&task.spiffe_id),
         &task.id,
         json!({
             "spiffe_id": task.spiffe_id,
