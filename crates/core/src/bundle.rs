@@ -208,6 +208,9 @@ enum JwkSetKind {
     /// The Workload API's JWKS of JWT authorities: keys carry no `use` (as SPIRE sends them), so
     /// a key with no `use` is a JWT authority; any other `use` than `jwt-svid` is ignored.
     JwtAuthorities,
+    /// An identity provider's JWKS: keys with no `use` or `use` = `sig` verify tokens; any other
+    /// `use` (`enc`) is ignored.
+    SigningKeys,
 }
 
 // === impl X509Authority ===
@@ -500,6 +503,15 @@ impl Bundle {
         Self::from_value(trust_domain, &value, JwkSetKind::JwtAuthorities)
     }
 
+    /// Reads an identity provider's JWKS (RFC 7517) as the JWT authorities of a bundle whose trust
+    /// domain only names the provider: every signing key (no `use`, or `sig`) needs a `kid`;
+    /// encryption keys and unknown key types are ignored.
+    pub fn parse_signing_jwks(name: TrustDomain, json: &[u8]) -> Result<Self, BundleError> {
+        check_len(json, MAX_BUNDLE_JSON_LEN)?;
+        let value = parse_value(json)?;
+        Self::from_value(name, &value, JwkSetKind::SigningKeys)
+    }
+
     /// Writes the SPIFFE bundle: X.509 authorities then JWT authorities, each in insertion order,
     /// and `spiffe_sequence`; `spiffe_refresh_hint` when one is set (there is no value that means
     /// "none", so an unset hint is left out rather than invented).
@@ -601,6 +613,7 @@ impl Bundle {
             (JwkSetKind::SpiffeBundle, Some(USE_X509_SVID)) => false,
             (JwkSetKind::SpiffeBundle, Some(USE_JWT_SVID)) => true,
             (JwkSetKind::JwtAuthorities, None | Some(USE_JWT_SVID)) => true,
+            (JwkSetKind::SigningKeys, None | Some("sig")) => true,
             _ => return Ok(()),
         };
         if is_jwt {

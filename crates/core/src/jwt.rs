@@ -14,6 +14,11 @@
 //!    nothing about why its claims would have failed.
 //!
 //! Times allow [`JWT_LEEWAY`] of clock skew in both directions.
+//!
+//! [`verify_jwt`] runs the same checks on a JWT from another issuer (an identity provider's token
+//! naming a person): the keys are that issuer's, `sub` may be anything, and header parameters
+//! other than `alg`, `kid`, `typ` are ignored, except `crit`, which is refused (lanyard
+//! understands no extension).
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,7 +29,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
-use crate::bundle::{BundleSet, JwtAuthority, JwtKeyType, ObjectEntries};
+use crate::bundle::{Bundle, BundleSet, JwtAuthority, JwtKeyType, ObjectEntries};
 use crate::{IdError, SpiffeId, TrustDomain};
 
 /// Longest token accepted, in bytes. SPIRE's tokens are well under 2 KiB; task credentials with a
@@ -89,6 +94,8 @@ pub enum JwtSvidError {
     UnsupportedAlg { alg: String },
     #[error("header parameter {name:?} is not allowed; only `alg`, `kid` and `typ` are")]
     UnexpectedHeaderParameter { name: String },
+    #[error("header `crit` names extensions lanyard does not understand")]
+    CriticalHeader,
     #[error("header `typ` is {typ}; it must be absent, \"JWT\" or \"JOSE\"")]
     InvalidTyp { typ: String },
     #[error("header `kid` is not a non-empty string")]
@@ -155,6 +162,12 @@ pub enum JwtSvidError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedJwtSvid {
     spiffe_id: SpiffeId,
+    jwt: VerifiedJwt,
+}
+
+/// A JWT whose signature, `aud`, `exp` and `nbf` were verified (see [`verify_jwt`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedJwt {
     audience: Vec<String>,
     expiry: SystemTime,
     claims: Map<String, Value>,
@@ -266,6 +279,35 @@ impl VerifiedJwtSvid {
 
     /// `aud`, as a list even when the token carries a single string.
     pub fn audience(&self) -> &[String] {
+        self.jwt.audience()
+    }
+
+    /// `exp`.
+    pub fn expiry(&self) -> SystemTime {
+        self.jwt.expiry()
+    }
+
+    /// Every claim of the payload, as the token carries them.
+    pub fn claims(&self) -> &Map<String, Value> {
+        self.jwt.claims()
+    }
+
+    /// The `kid` of the key that verified the signature.
+    pub fn key_id(&self) -> &str {
+        self.jwt.key_id()
+    }
+
+    /// `alg`.
+    pub fn algorithm(&self) -> JwtAlgorithm {
+        self.jwt.algorithm()
+    }
+}
+
+// === impl VerifiedJwt ===
+
+impl VerifiedJwt {
+    /// `aud`, as a list even when the token carries a single string.
+    pub fn audience(&self) -> &[String] {
         &self.audience
     }
 
@@ -298,6 +340,61 @@ pub fn verify_jwt_svid(
     bundles: &BundleSet,
     at: SystemTime,
 ) -> Result<VerifiedJwtSvid, JwtSvidError> {
+    let mut subject = None;
+    let jwt = verify_compact(token, audience, at, Headers::JwtSvid, |claims| {
+        let spiffe_id = match claims.get("sub") {
+            None => return Err(JwtSvidError::MissingSub),
+            Some(Value::String(sub)) => {
+                SpiffeId::parse(sub).map_err(|source| JwtSvidError::InvalidSub {
+                    sub: sub.clone(),
+                    source,
+                })?
+            }
+            Some(_) => return Err(JwtSvidError::SubNotString),
+        };
+        let trust_domain = spiffe_id.trust_domain();
+        let bundle = bundles
+            .get(&trust_domain)
+            .ok_or(JwtSvidError::NoBundle { trust_domain })?;
+        subject = Some(spiffe_id);
+        Ok(bundle)
+    })?;
+    let spiffe_id = subject.ok_or(JwtSvidError::MissingSub)?;
+    Ok(VerifiedJwtSvid { spiffe_id, jwt })
+}
+
+/// Verifies a JWT from another issuer (an identity provider) for `audience`, signed by one of the
+/// JWT authorities of `keys` (the bundle's trust domain only names the issuer in errors), at `at`.
+/// The checks are those of [`verify_jwt_svid`] but for `sub`, which is not looked at, and header
+/// parameters beyond `alg`, `kid`, `typ`, which are ignored unless one is `crit`. The caller checks
+/// `iss` and `sub`.
+pub fn verify_jwt(
+    token: &str,
+    audience: &str,
+    keys: &Bundle,
+    at: SystemTime,
+) -> Result<VerifiedJwt, JwtSvidError> {
+    verify_compact(token, audience, at, Headers::Foreign, |_| Ok(keys))
+}
+
+/// Which header parameters a token may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Headers {
+    /// Only `alg`, `kid`, `typ` (JWT-SVID §2).
+    JwtSvid,
+    /// Any, but `crit`: a token from elsewhere may carry `x5t` and the like.
+    Foreign,
+}
+
+/// The checks every JWT gets, in the order of the module documentation; `keys_for` picks the
+/// keys once the claims are decoded.
+fn verify_compact<'k>(
+    token: &str,
+    audience: &str,
+    at: SystemTime,
+    headers: Headers,
+    keys_for: impl FnOnce(&Map<String, Value>) -> Result<&'k Bundle, JwtSvidError>,
+) -> Result<VerifiedJwt, JwtSvidError> {
     if audience.is_empty() {
         return Err(JwtSvidError::NoExpectedAudience);
     }
@@ -321,11 +418,20 @@ pub fn verify_jwt_svid(
         Some(Value::String(alg)) => alg.parse::<JwtAlgorithm>()?,
         Some(_) => return Err(JwtSvidError::AlgNotString),
     };
-    if let Some(name) = header
-        .keys()
-        .find(|name| !ALLOWED_HEADER_PARAMETERS.contains(&name.as_str()))
-    {
-        return Err(JwtSvidError::UnexpectedHeaderParameter { name: name.clone() });
+    match headers {
+        Headers::JwtSvid => {
+            if let Some(name) = header
+                .keys()
+                .find(|name| !ALLOWED_HEADER_PARAMETERS.contains(&name.as_str()))
+            {
+                return Err(JwtSvidError::UnexpectedHeaderParameter { name: name.clone() });
+            }
+        }
+        Headers::Foreign => {
+            if header.contains_key("crit") {
+                return Err(JwtSvidError::CriticalHeader);
+            }
+        }
     }
     match header.get("typ") {
         None => {}
@@ -343,23 +449,8 @@ pub fn verify_jwt_svid(
     };
 
     let claims = decode_object(claims_b64, Part::Claims)?;
-    let spiffe_id = match claims.get("sub") {
-        None => return Err(JwtSvidError::MissingSub),
-        Some(Value::String(sub)) => {
-            SpiffeId::parse(sub).map_err(|source| JwtSvidError::InvalidSub {
-                sub: sub.clone(),
-                source,
-            })?
-        }
-        Some(_) => return Err(JwtSvidError::SubNotString),
-    };
-
-    let trust_domain = spiffe_id.trust_domain();
-    let bundle = bundles
-        .get(&trust_domain)
-        .ok_or_else(|| JwtSvidError::NoBundle {
-            trust_domain: trust_domain.clone(),
-        })?;
+    let bundle = keys_for(&claims)?;
+    let trust_domain = bundle.trust_domain().clone();
     if bundle.jwt_authorities().is_empty() {
         return Err(JwtSvidError::NoJwtAuthorities { trust_domain });
     }
@@ -448,8 +539,7 @@ pub fn verify_jwt_svid(
         }
     }
 
-    Ok(VerifiedJwtSvid {
-        spiffe_id,
+    Ok(VerifiedJwt {
         audience: audiences,
         expiry,
         key_id: authority.key_id().to_owned(),

@@ -815,3 +815,99 @@ fn removing_a_key_from_the_bundle_revokes_its_tokens() {
         }
     );
 }
+
+// === tokens of another issuer (verify_jwt) ===
+
+/// An identity provider's keys, named `idp.example.com`, holding `key`.
+fn provider(key: &JwtKey) -> Bundle {
+    jwt_bundle("idp.example.com", &[key])
+}
+
+#[test]
+fn a_provider_token_names_anyone_and_is_checked_like_an_svid() {
+    let key = JwtKey::generate(KeyKind::P256, "k1");
+    let keys = provider(&key);
+    let mut c = claims("alice@example.com", "lanyard");
+    c["iss"] = json!("https://idp.example.com");
+    let verified = lanyard_core::verify_jwt(&token(&key, &c), "lanyard", &keys, t0()).unwrap();
+    assert_eq!(verified.claims()["sub"], json!("alice@example.com"));
+    assert_eq!(verified.key_id(), "k1");
+    // Audience, expiry and signature are checked as for a JWT-SVID.
+    assert_eq!(
+        lanyard_core::verify_jwt(&token(&key, &c), "other", &keys, t0()),
+        Err(JwtSvidError::AudienceMismatch {
+            expected: "other".into()
+        })
+    );
+    let late = t0() + Duration::from_secs(300) + JWT_LEEWAY;
+    assert!(matches!(
+        lanyard_core::verify_jwt(&token(&key, &c), "lanyard", &keys, late),
+        Err(JwtSvidError::Expired { .. })
+    ));
+    let stranger = JwtKey::generate(KeyKind::P256, "k1");
+    assert_eq!(
+        lanyard_core::verify_jwt(&token(&stranger, &c), "lanyard", &keys, t0()),
+        Err(JwtSvidError::BadSignature)
+    );
+}
+
+#[test]
+fn a_provider_token_may_carry_other_header_parameters_but_not_crit() {
+    let key = JwtKey::generate(KeyKind::P256, "k1");
+    let keys = provider(&key);
+    let c = claims("alice", "lanyard");
+    let x5t = hand_token(
+        &key,
+        "ES256",
+        &json!({"alg": "ES256", "kid": "k1", "typ": "JWT", "x5t": "abc"}),
+        &c,
+    );
+    assert!(lanyard_core::verify_jwt(&x5t, "lanyard", &keys, t0()).is_ok());
+    // A JWT-SVID may not.
+    assert!(matches!(
+        verify_jwt_svid(&x5t, "lanyard", &set_of([keys.clone()]), t0()),
+        Err(JwtSvidError::UnexpectedHeaderParameter { .. })
+    ));
+    let crit = hand_token(
+        &key,
+        "ES256",
+        &json!({"alg": "ES256", "kid": "k1", "crit": ["exp"]}),
+        &c,
+    );
+    assert_eq!(
+        lanyard_core::verify_jwt(&crit, "lanyard", &keys, t0()),
+        Err(JwtSvidError::CriticalHeader)
+    );
+    for alg in ["none", "HS256"] {
+        let forged = hand_token_raw(&key, "ES256", &format!(r#"{{"alg":"{alg}"}}"#), "{}");
+        assert!(lanyard_core::verify_jwt(&forged, "lanyard", &keys, t0()).is_err());
+    }
+}
+
+#[test]
+fn a_provider_jwks_keeps_signing_keys_only() {
+    let key = JwtKey::generate(KeyKind::P256, "sig1");
+    let jwk = |use_: Option<&str>, kid: &str| {
+        let mut jwk: Value = serde_json::from_str(&jwt_bundle("x.org", &[&key]).jwks_json())
+            .map(|mut v: Value| v["keys"][0].take())
+            .unwrap();
+        jwk["kid"] = json!(kid);
+        if let Some(u) = use_ {
+            jwk["use"] = json!(u);
+        }
+        jwk
+    };
+    let doc = json!({"keys": [jwk(None, "a"), jwk(Some("sig"), "b"), jwk(Some("enc"), "c"),
+        {"kty": "oct", "k": "c2VjcmV0", "kid": "d"}]});
+    let bundle =
+        Bundle::parse_signing_jwks(td("idp.example.com"), doc.to_string().as_bytes()).unwrap();
+    let kids: Vec<&str> = bundle
+        .jwt_authorities()
+        .iter()
+        .map(|a| a.key_id())
+        .collect();
+    assert_eq!(kids, ["a", "b"]);
+    for bad in [&b"{}"[..], b"[]", b"", b"{\"keys\": 1}"] {
+        assert!(Bundle::parse_signing_jwks(td("idp.example.com"), bad).is_err());
+    }
+}

@@ -51,6 +51,8 @@ fn request() -> GrantRequest {
         ttl_seconds: 300,
         purpose: "benchmark".into(),
         on_behalf_of: String::new(),
+        on_behalf_of_verified: false,
+        on_behalf_of_issuer: String::new(),
         delegation_depth: 0,
         root_principal: String::new(),
         parent_workload: String::new(),

@@ -55,6 +55,11 @@ const APPROVAL_REQUIRED: &str = "required";
 /// The annotation that caps the lifetime of a credential a permit allows: `@max_ttl("300")`,
 /// `@max_ttl("5m")`.
 const MAX_TTL_ANNOTATION: &str = "max_ttl";
+/// The annotation by which a permit accepts a task for someone named but not proved:
+/// `@on_behalf_of("unverified")`. Without it, only a principal an identity provider vouched for
+/// can be acted for.
+const ON_BEHALF_OF_ANNOTATION: &str = "on_behalf_of";
+const ON_BEHALF_OF_UNVERIFIED: &str = "unverified";
 const WORKLOAD_TYPE: &str = "Workload";
 const ACTION_TYPE: &str = "Action";
 
@@ -70,6 +75,8 @@ pub struct PolicyBundle {
     approval: HashSet<PolicyId>,
     /// Permits annotated `@max_ttl`, in seconds.
     max_ttl: HashMap<String, u64>,
+    /// Permits annotated `@on_behalf_of("unverified")`.
+    unverified_principal: HashSet<String>,
     schema_text: String,
     types: Types,
 }
@@ -115,6 +122,11 @@ pub struct GrantRequest {
     pub purpose: String,
     /// `""` when the task acts for no one else.
     pub on_behalf_of: String,
+    /// Whether an identity provider the server trusts vouched for `on_behalf_of` (false when
+    /// it is empty).
+    pub on_behalf_of_verified: bool,
+    /// The issuer that vouched for `on_behalf_of`; `""` when unverified or empty.
+    pub on_behalf_of_issuer: String,
     pub delegation_depth: u32,
     /// The SPIFFE ID that began the delegation chain; `""` for a task asked for directly.
     pub root_principal: String,
@@ -169,6 +181,7 @@ impl PolicyBundle {
             index: Index::default(),
             approval: HashSet::new(),
             max_ttl: HashMap::new(),
+            unverified_principal: HashSet::new(),
             schema_text: schema::schema_text([]),
             types: Types::new(),
         }
@@ -247,6 +260,9 @@ impl PolicyBundle {
                 if let Err(message) = max_ttl_of(policy) {
                     problems.push(file.at_offset(offset, message));
                 }
+                if let Some(message) = check_on_behalf_of(policy) {
+                    problems.push(file.at_offset(offset, message));
+                }
                 if let Some(first) = ids.insert(id.clone(), file_index) {
                     problems.push(file.at_offset(
                         offset,
@@ -313,6 +329,7 @@ impl PolicyBundle {
         let mut index = Index::default();
         let mut approval = HashSet::new();
         let mut max_ttl = HashMap::new();
+        let mut unverified_principal = HashSet::new();
         for loaded in &parsed {
             if let Ok(Some(seconds)) = max_ttl_of(&loaded.policy) {
                 max_ttl.insert(loaded.policy.id().to_string(), seconds);
@@ -325,12 +342,19 @@ impl PolicyBundle {
             {
                 approval.insert(loaded.policy.id().clone());
             }
+            if loaded.policy.effect() == Effect::Permit
+                && loaded.policy.annotation(ON_BEHALF_OF_ANNOTATION)
+                    == Some(ON_BEHALF_OF_UNVERIFIED)
+            {
+                unverified_principal.insert(loaded.policy.id().to_string());
+            }
         }
         Some(Self {
             all,
             index,
             approval,
             max_ttl,
+            unverified_principal,
             schema_text,
             types,
         })
@@ -344,6 +368,18 @@ impl PolicyBundle {
             .iter()
             .filter_map(|id| self.max_ttl.get(id).copied())
             .min()
+    }
+
+    /// Whether the policies that allowed `decision` accept an unverified `on_behalf_of`: every
+    /// operation was allowed by at least one permit annotated `@on_behalf_of("unverified")`.
+    pub fn accepts_unverified_principal(&self, decision: &Decision) -> bool {
+        decision.allowed()
+            && decision.operations.iter().all(|operation| {
+                operation
+                    .determining
+                    .iter()
+                    .any(|id| self.unverified_principal.contains(id))
+            })
     }
 
     /// The number of policies.
@@ -605,6 +641,19 @@ fn check_approval(policy: &Policy) -> Option<String> {
     }
 }
 
+fn check_on_behalf_of(policy: &Policy) -> Option<String> {
+    match policy.annotation(ON_BEHALF_OF_ANNOTATION) {
+        None => None,
+        Some(ON_BEHALF_OF_UNVERIFIED) if policy.effect() == Effect::Permit => None,
+        Some(ON_BEHALF_OF_UNVERIFIED) => {
+            Some("@on_behalf_of applies to permit policies only".into())
+        }
+        Some(other) => Some(format!(
+            "@on_behalf_of({other:?}): the only value is \"unverified\""
+        )),
+    }
+}
+
 /// A permit's `@max_ttl` in seconds: digits, optionally followed by `s`, `m` or `h`, at least 1.
 fn max_ttl_of(policy: &Policy) -> Result<Option<u64>, String> {
     let Some(value) = policy.annotation(MAX_TTL_ANNOTATION) else {
@@ -651,6 +700,7 @@ fn check_request(request: &GrantRequest) -> Result<(), GrantError> {
     check_text("audience", &request.audience)?;
     check_text("purpose", &request.purpose)?;
     check_text("on_behalf_of", &request.on_behalf_of)?;
+    check_text("on_behalf_of_issuer", &request.on_behalf_of_issuer)?;
     check_text("root_principal", &request.root_principal)?;
     check_text("parent_workload", &request.parent_workload)?;
     match request.operations.len() {
@@ -704,6 +754,14 @@ fn context(request: &GrantRequest) -> Result<Context, GrantError> {
         (
             "on_behalf_of".to_owned(),
             RestrictedExpression::new_string(request.on_behalf_of.clone()),
+        ),
+        (
+            "on_behalf_of_verified".to_owned(),
+            RestrictedExpression::new_bool(request.on_behalf_of_verified),
+        ),
+        (
+            "on_behalf_of_issuer".to_owned(),
+            RestrictedExpression::new_string(request.on_behalf_of_issuer.clone()),
         ),
         ("time".to_owned(), long(time)),
         (

@@ -62,8 +62,9 @@ pub(crate) fn parse_selectors(field: &str, values: &[String]) -> Result<Selector
 }
 
 /// The request `lanyard policy test` puts to the loaded policies. The context is a JSON object
-/// with any of `ttl_seconds`, `purpose`, `on_behalf_of`, `delegation_depth`, `root_principal`,
-/// `parent_workload` (others refused).
+/// with any of `ttl_seconds`, `purpose`, `on_behalf_of`, `on_behalf_of_verified`,
+/// `on_behalf_of_issuer`, `delegation_depth`, `root_principal`, `parent_workload` (others
+/// refused).
 pub(crate) fn grant_request(
     request: &lanyard_proto::admin::TestPolicyRequest,
     now: std::time::SystemTime,
@@ -79,6 +80,8 @@ pub(crate) fn grant_request(
         ttl_seconds: 300,
         purpose: String::new(),
         on_behalf_of: String::new(),
+        on_behalf_of_verified: false,
+        on_behalf_of_issuer: String::new(),
         delegation_depth: 0,
         root_principal: String::new(),
         parent_workload: String::new(),
@@ -114,6 +117,13 @@ pub(crate) fn grant_request(
             "on_behalf_of" => {
                 grant.on_behalf_of = value.as_str().ok_or_else(|| bad("a string"))?.to_owned();
             }
+            "on_behalf_of_verified" => {
+                grant.on_behalf_of_verified = value.as_bool().ok_or_else(|| bad("a boolean"))?;
+            }
+            "on_behalf_of_issuer" => {
+                grant.on_behalf_of_issuer =
+                    value.as_str().ok_or_else(|| bad("a string"))?.to_owned();
+            }
             "root_principal" => {
                 grant.root_principal = value.as_str().ok_or_else(|| bad("a string"))?.to_owned();
             }
@@ -124,7 +134,7 @@ pub(crate) fn grant_request(
                 return Err(invalid(
                     "context",
                     format!(
-                        "unknown key `{other}` (known: ttl_seconds, purpose, on_behalf_of, delegation_depth, root_principal, parent_workload; time is now)"
+                        "unknown key `{other}` (known: ttl_seconds, purpose, on_behalf_of, on_behalf_of_verified, on_behalf_of_issuer, delegation_depth, root_principal, parent_workload; time is now)"
                     ),
                 ));
             }

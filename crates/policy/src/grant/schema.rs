@@ -28,8 +28,13 @@ type TaskContext = {
   ttl_seconds: Long,
   // Free text the caller gives for the task ("" when none).
   purpose: String,
-  // Who the task acts for, e.g. a human's ID ("" when none).
+  // Who the task acts for, e.g. a human's ID ("" when none): the `sub` of an identity
+  // provider's token, or a name given unverified.
   on_behalf_of: String,
+  // Whether an identity provider the server trusts vouched for `on_behalf_of`.
+  on_behalf_of_verified: Bool,
+  // The `iss` of that provider ("" when unverified or none).
+  on_behalf_of_issuer: String,
   // The time of the request, in Unix seconds.
   time: Long,
   // How many delegation hops lie above this task (0: asked for directly).

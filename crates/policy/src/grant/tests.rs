@@ -21,6 +21,8 @@ fn request(audience: &str, operations: &[&str]) -> GrantRequest {
         ttl_seconds: 300,
         purpose: "summarise tickets".into(),
         on_behalf_of: "spiffe://example.org/human/alice".into(),
+        on_behalf_of_verified: true,
+        on_behalf_of_issuer: "https://idp.example.org".into(),
         delegation_depth: 1,
         root_principal: String::new(),
         parent_workload: String::new(),
@@ -476,4 +478,62 @@ when {
             field: "parent_workload"
         })
     ));
+}
+
+#[test]
+fn policies_see_whether_the_principal_was_verified_and_by_whom() {
+    let b = bundle(
+        r#"permit (principal, action == Action::"read", resource)
+           when { context.on_behalf_of_verified && context.on_behalf_of_issuer == "https://idp.example.org" };"#,
+    );
+    let mut r = request("tickets", &["read"]);
+    assert!(decide(&b, &r).allowed());
+    r.on_behalf_of_issuer = "https://evil.example".into();
+    assert!(!decide(&b, &r).allowed());
+    r.on_behalf_of_issuer = String::new();
+    r.on_behalf_of_verified = false;
+    assert!(!decide(&b, &r).allowed());
+}
+
+#[test]
+fn an_unverified_principal_is_accepted_only_by_permits_that_say_so() {
+    let b = bundle(
+        r#"@id("names") @on_behalf_of("unverified")
+           permit (principal, action == Action::"read", resource);
+           @id("plain")
+           permit (principal, action == Action::"list", resource);"#,
+    );
+    let read = decide(&b, &request("tickets", &["read"]));
+    assert!(b.accepts_unverified_principal(&read));
+    // Every operation must be allowed by such a permit: `list` is not.
+    let both = decide(&b, &request("tickets", &["read", "list"]));
+    assert!(both.allowed());
+    assert!(!b.accepts_unverified_principal(&both));
+    let list = decide(&b, &request("tickets", &["list"]));
+    assert!(!b.accepts_unverified_principal(&list));
+    // A refused decision accepts nothing.
+    let refused = decide(&b, &request("tickets", &["delete"]));
+    assert!(!b.accepts_unverified_principal(&refused));
+}
+
+#[test]
+fn on_behalf_of_annotation_values_are_checked() {
+    for (text, message) in [
+        (
+            r#"@on_behalf_of("anyone") permit (principal, action, resource);"#,
+            r#"@on_behalf_of("anyone"): the only value is "unverified""#,
+        ),
+        (
+            r#"@on_behalf_of("unverified") forbid (principal, action, resource);"#,
+            "@on_behalf_of applies to permit policies only",
+        ),
+    ] {
+        let Err(e) = PolicyBundle::load(&[("main.cedar", text)]) else {
+            panic!("{text} loaded");
+        };
+        assert!(
+            e.problems.iter().any(|p| p.message == message),
+            "{text}: {e}"
+        );
+    }
 }
