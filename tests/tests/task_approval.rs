@@ -22,6 +22,15 @@ permit(principal, action == Action::"pay", resource == Tool::"payroll");
 
 @id("read-payroll")
 permit(principal, action == Action::"read", resource == Tool::"payroll");
+
+// A task begun directly posts at once; one delegated from it waits for a human.
+@id("ledger-direct")
+permit(principal, action == Action::"post", resource == Tool::"ledger")
+when { context.delegation_depth == 0 };
+@id("ledger-delegated")
+@approval("required")
+permit(principal, action == Action::"post", resource == Tool::"ledger")
+when { context.delegation_depth > 0 };
 "#;
 
 struct Setup(TaskSetup);
@@ -35,20 +44,15 @@ impl Setup {
 
     /// `lanyard task begin` for `pay`, started in the background: it waits for the decision.
     fn begin_pay(&self) -> Child {
+        self.begin_waiting(&["--audience", "payroll", "--op", "pay"])
+    }
+
+    /// `lanyard task begin ARGS`, started in the background: it waits for the decision.
+    fn begin_waiting(&self, args: &[&str]) -> Child {
         Command::new(lanyard_bin())
-            .args([
-                "task",
-                "begin",
-                "--audience",
-                "payroll",
-                "--op",
-                "pay",
-                "--approval-wait",
-                "60s",
-                "--output",
-                "json",
-                "--socket",
-            ])
+            .args(["task", "begin"])
+            .args(args)
+            .args(["--approval-wait", "60s", "--output", "json", "--socket"])
             .arg(self.0.socket())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -206,4 +210,123 @@ fn an_undecided_grant_times_out_and_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("timed out"), "{stderr}");
     assert_eq!(setup.kinds(), ["task.pending", "task.approval_timed_out"]);
+}
+
+/// A ledger task begun directly (granted at once): (its id, its token).
+fn ledger_parent(setup: &Setup) -> (String, String) {
+    let out = setup
+        .0
+        .agent()
+        .cli(&[
+            "task",
+            "begin",
+            "--audience",
+            "ledger",
+            "--op",
+            "post",
+            "--output",
+            "json",
+        ])
+        .json();
+    (
+        out["task"]["id"].as_str().unwrap().to_owned(),
+        out["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn a_delegated_grant_waits_for_approval_and_is_issued_under_its_parent() {
+    let setup = Setup::start("10m");
+    let (parent_id, parent_token) = ledger_parent(&setup);
+    let waiting = setup.begin_waiting(&[
+        "--audience",
+        "ledger",
+        "--op",
+        "post",
+        "--parent-token",
+        &parent_token,
+    ]);
+    let approval = setup.pending();
+    assert_eq!(
+        approval["policy_ids"],
+        serde_json::json!(["ledger-delegated"])
+    );
+    let id = approval["id"].as_str().unwrap();
+    setup.0.server.cli(&["task", "approve", "--id", id]).ok();
+    let out = waiting.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let granted: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(granted["task"]["parent_id"], parent_id.as_str());
+    assert_eq!(granted["task"]["depth"], 1);
+    let c = jwt_claims(granted["token"].as_str().unwrap());
+    assert_eq!(c["lanyard"]["parent"], parent_id.as_str());
+    assert_eq!(c["lanyard"]["approval"]["id"], id);
+    assert_eq!(c["lanyard"]["chain"][0]["txn"], parent_id.as_str());
+    assert_eq!(c["act"], serde_json::json!({ "sub": WORKLOAD }));
+    // The child is the parent's: ending the parent ends it too.
+    setup
+        .0
+        .agent()
+        .cli(&["task", "end", "--id", &parent_id])
+        .ok();
+    let child = setup
+        .0
+        .server
+        .cli(&[
+            "task",
+            "show",
+            "--id",
+            granted["task"]["id"].as_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .json();
+    assert_ne!(child["ended_at"], 0, "{child}");
+}
+
+#[test]
+fn an_approved_delegation_whose_parent_ended_meanwhile_is_refused() {
+    let setup = Setup::start("10m");
+    let (parent_id, parent_token) = ledger_parent(&setup);
+    let waiting = setup.begin_waiting(&[
+        "--audience",
+        "ledger",
+        "--op",
+        "post",
+        "--parent-token",
+        &parent_token,
+    ]);
+    let approval = setup.pending();
+    setup
+        .0
+        .agent()
+        .cli(&["task", "end", "--id", &parent_id])
+        .ok();
+    setup
+        .0
+        .server
+        .cli(&["task", "approve", "--id", approval["id"].as_str().unwrap()])
+        .ok();
+    let out = waiting.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("the parent task has ended"), "{stderr}");
+    let tasks = setup
+        .0
+        .server
+        .cli(&["task", "list", "--output", "json"])
+        .json();
+    assert_eq!(
+        tasks["tasks"].as_array().unwrap().len(),
+        1,
+        "only the parent"
+    );
 }

@@ -16,6 +16,7 @@ const PROMPT: Duration = Duration::from_secs(30);
 
 const POLICY: &str = r#"
 @id("tickets")
+@on_behalf_of("unverified")
 permit(
   principal,
   action in [Action::"read", Action::"list", Action::"write"],
@@ -90,10 +91,11 @@ fn a_delegated_task_narrows_its_parent_and_carries_the_chain() {
     let c = jwt_claims(&child_token);
     assert_eq!(c["lanyard"]["parent"], parent["id"]);
     assert_eq!(c["lanyard"]["depth"], 1);
-    assert_eq!(c["lanyard"]["obo"], "user:alice");
+    let alice = serde_json::json!({ "sub": "user:alice", "verified": false });
+    assert_eq!(c["lanyard"]["obo"], alice);
     assert_eq!(
         c["lanyard"]["chain"],
-        serde_json::json!([{ "sub": WORKLOAD, "txn": parent["id"], "ops": ["read", "list"] }])
+        serde_json::json!([{ "sub": WORKLOAD, "txn": parent["id"], "ops": ["read", "list"], "obo": alice }])
     );
     assert_eq!(c["act"], serde_json::json!({ "sub": WORKLOAD }));
 

@@ -29,6 +29,7 @@ const PROMPT: Duration = Duration::from_secs(30);
 const P1: &str = r#"
 @id("read-a")
 @max_ttl("5m")
+@on_behalf_of("unverified")
 permit(
   principal == Workload::"spiffe://example.org/tasks/summarizer",
   action == Action::"read",
@@ -280,7 +281,8 @@ fn a_permitted_workload_gets_a_token_for_one_tool_and_its_operations() {
     assert_ne!(jti, id);
     assert_eq!(
         c["lanyard"],
-        json!({"txn": id, "ops": ["read"], "purpose": "triage INC-42", "obo": "user:alice"})
+        json!({"txn": id, "ops": ["read"], "purpose": "triage INC-42",
+               "obo": {"sub": "user:alice", "verified": false}})
     );
 
     // No TTL asked: the longest allowed, still the policy's 5 minutes; no purpose, no `obo`: not

@@ -57,8 +57,12 @@ fn user_name(uid: u32) -> String {
 /// `read` and `list` credentials for the example tool `tickets`, for at most five minutes.
 const EXAMPLE_POLICY: &str = r#"// Installed by `lanyard dev`. Edit it, then run `lanyard policy reload`.
 // Task credentials for the example tool "tickets": read and list, five minutes at most.
+// `lanyard dev` trusts no identity provider, so a task for a person names them unverified
+// (`--on-behalf-of user:alice`): this permit accepts that, and the token says "verified": false.
+// In production, configure [[identity_providers]] and drop @on_behalf_of.
 @id("dev-tickets-read")
 @max_ttl("5m")
+@on_behalf_of("unverified")
 permit(
     principal,
     action in [Action::"read", Action::"list"],

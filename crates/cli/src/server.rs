@@ -74,6 +74,18 @@ struct ServerFile {
     approval_timeout: Option<String>,
     #[serde(default)]
     audit: AuditFile,
+    /// `[[identity_providers]]`: whose tokens name the people tasks act for.
+    #[serde(default)]
+    identity_providers: Vec<IdentityProviderFile>,
+}
+
+/// One `[[identity_providers]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityProviderFile {
+    issuer: String,
+    jwks_file: PathBuf,
+    audience: String,
 }
 
 /// `[audit]`: the verifiable audit log.
@@ -234,6 +246,19 @@ impl ServerRunArgs {
             }
         }
         config.policy_dir = self.policy_dir.or(file.policy_dir);
+        for provider in file.identity_providers {
+            anyhow::ensure!(
+                !provider.issuer.is_empty() && !provider.audience.is_empty(),
+                "config: identity_providers: issuer and audience must not be empty"
+            );
+            config
+                .identity_providers
+                .push(lanyard_server::IdentityProviderConfig {
+                    issuer: provider.issuer,
+                    jwks_file: provider.jwks_file,
+                    audience: provider.audience,
+                });
+        }
         if let Some(depth) = file.max_delegation_depth {
             anyhow::ensure!(
                 depth <= 32,
@@ -355,9 +380,19 @@ mod tests {
              max_attestation_bytes = 65536\nmax_connections = 3\nmax_streams_per_connection = 8\n\
              [retention]\nused_join_tokens = \"10m\"\n\
              entry_tombstones = \"2h\"\nprune_interval = \"1m\"\n\
-             [audit]\ncheckpoint_interval = \"5s\"\n",
+             [audit]\ncheckpoint_interval = \"5s\"\n\
+             [[identity_providers]]\nissuer = \"https://idp.example.com\"\n\
+             jwks_file = \"/etc/lanyard/idp.jwks\"\naudience = \"lanyard\"\n",
         );
         let config = config(&["--config", file.path().to_str().unwrap()]).unwrap();
+        assert_eq!(
+            config.identity_providers,
+            [lanyard_server::IdentityProviderConfig {
+                issuer: "https://idp.example.com".into(),
+                jwks_file: "/etc/lanyard/idp.jwks".into(),
+                audience: "lanyard".into(),
+            }]
+        );
         let limits = &config.node_api;
         assert_eq!(limits.attestation_timeout.as_secs(), 2);
         assert_eq!(limits.max_attestation_bytes, 65536);
@@ -415,6 +450,11 @@ mod tests {
             (
                 "trust_domain = \"a.org\"\nmax_delegation_depth = 99\n",
                 "max_delegation_depth must be at most 32",
+            ),
+            (
+                "trust_domain = \"a.org\"\n[[identity_providers]]\nissuer = \"\"\n\
+                 jwks_file = \"/x\"\naudience = \"lanyard\"\n",
+                "issuer and audience must not be empty",
             ),
             (
                 "trust_domain = \"a.org\"\n[audit]\ncheckpoint_interval = \"0s\"\n",

@@ -112,9 +112,14 @@ pub(crate) struct BeginArgs {
     /// Why: recorded in the audit log and carried in the token.
     #[arg(long, default_value = "")]
     purpose: String,
-    /// Who the task acts for (a user, a parent agent).
-    #[arg(long, default_value = "")]
+    /// Whom the task acts for: the person's token from an identity provider the server trusts
+    /// (verified there), or a plain name (accepted only by a policy that says
+    /// `@on_behalf_of("unverified")`).
+    #[arg(long, default_value = "", conflicts_with = "on_behalf_of_file")]
     on_behalf_of: String,
+    /// `--on-behalf-of`, read from this file (a token is then not shown in the process list).
+    #[arg(long)]
+    on_behalf_of_file: Option<std::path::PathBuf>,
     /// Which of the caller's identities (default: its only one).
     #[arg(long)]
     spiffe_id: Option<SpiffeId>,
@@ -197,7 +202,23 @@ async fn validate(
         valid.spiffe_id,
         valid.operations.join(", ")
     );
+    if !valid.on_behalf_of.is_empty() {
+        let by = if valid.on_behalf_of_verified {
+            format!("verified by {}", valid.on_behalf_of_issuer)
+        } else {
+            "unverified".to_owned()
+        };
+        outln!("for {} ({by})", valid.on_behalf_of);
+    }
     Ok(())
+}
+
+/// A file holding one token or name, without the line end an editor adds.
+fn read_trimmed(path: &std::path::Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .trim()
+        .to_owned())
 }
 
 async fn end(id: String, opts: &SocketOpts) -> anyhow::Result<()> {
@@ -234,11 +255,12 @@ fn print_ended(task: &pb::Task, output: OutputFormat) -> anyhow::Result<()> {
 async fn begin(args: BeginArgs, opts: &SocketOpts) -> anyhow::Result<()> {
     let parent_token = match (args.parent_token, &args.parent_token_file) {
         (Some(token), _) => token,
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?
-            .trim()
-            .to_owned(),
+        (None, Some(path)) => read_trimmed(path)?,
         (None, None) => String::new(),
+    };
+    let on_behalf_of = match &args.on_behalf_of_file {
+        Some(path) => read_trimmed(path)?,
+        None => args.on_behalf_of,
     };
     let mut tasks = tasks_client(opts).await?;
     let request = pb::BeginTaskRequest {
@@ -250,7 +272,7 @@ async fn begin(args: BeginArgs, opts: &SocketOpts) -> anyhow::Result<()> {
             .map_or(0, |d| i64::try_from(d.get().as_secs()).unwrap_or(i64::MAX)),
         spiffe_id: args.spiffe_id.map(|id| id.to_string()).unwrap_or_default(),
         purpose: args.purpose,
-        on_behalf_of: args.on_behalf_of,
+        on_behalf_of,
     };
     let mut response = tasks
         .begin_task(request)

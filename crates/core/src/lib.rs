@@ -27,7 +27,9 @@ pub use clock::{Clock, SharedClock, SystemClock};
 pub use endpoint::{ENDPOINT_SOCKET_ENV, EndpointAddress, EndpointError};
 pub use entry::{DnsName, DnsNameError, EntryError, EntryId, EntrySpec, RegistrationEntry};
 pub use id::{IdError, SpiffeId, TrustDomain};
-pub use jwt::{JwtAlgorithm, JwtSvidError, VerifiedJwt, VerifiedJwtSvid, verify_jwt, verify_jwt_svid};
+pub use jwt::{
+    JwtAlgorithm, JwtSvidError, VerifiedJwt, VerifiedJwtSvid, verify_jwt, verify_jwt_svid,
+};
 pub use selector::{Selector, SelectorError, SelectorSet};
 pub use x509::{VerifiedX509Svid, X509SvidError, check_x509_svid_leaf, verify_x509_svid};
 

@@ -46,6 +46,19 @@ pub struct ServerConfig {
     pub max_delegation_depth: u32,
     /// How long a grant that needs a human's approval waits for one before it is refused.
     pub approval_timeout: Duration,
+    /// The identity providers whose tokens say whom a task acts for (`on_behalf_of`).
+    pub identity_providers: Vec<IdentityProviderConfig>,
+}
+
+/// An identity provider the server trusts to name the people tasks act for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityProviderConfig {
+    /// Its tokens' `iss`, exactly.
+    pub issuer: String,
+    /// Its JWKS, as a file something else keeps current; read at start and on policy reload.
+    pub jwks_file: PathBuf,
+    /// The `aud` its tokens must carry to be accepted here (lanyard's client id at the provider).
+    pub audience: String,
 }
 
 /// What the node API spends on one peer. It is reachable from the network, and `AttestAgent` is
@@ -161,6 +174,7 @@ impl ServerConfig {
             audit_checkpoint_interval: Duration::from_secs(1),
             max_delegation_depth: 3,
             approval_timeout: Duration::from_secs(600),
+            identity_providers: Vec::new(),
         }
     }
 

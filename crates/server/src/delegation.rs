@@ -4,7 +4,11 @@
 //! it narrows the parent: the same tool, a subset of the operations, no later expiry, and no more
 //! than `max_delegation_depth` hops below the root. The chain travels in the token twice: root
 //! first in the `lanyard` claim (`chain`), and as nested RFC 8693 `act` claims with the most
-//! recent delegator outermost.
+//! recent delegator outermost. A child acts for whom its root acts (the `obo` of the parent).
+//!
+//! A child that needs a human's approval waits with its parent's checked facts stored
+//! ([`Delegation::stored`]); once approved, the parent task is read again and must still be live
+//! ([`Delegation::resume`]).
 
 use std::time::{Duration, SystemTime};
 
@@ -13,6 +17,7 @@ use lanyard_store::TaskRecord;
 use serde_json::{Value, json};
 
 use crate::ServerState;
+use crate::identity::Principal;
 use crate::tasks::CLAIM;
 
 /// A parent task whose token checked out.
@@ -23,6 +28,8 @@ pub(crate) struct Parent {
     pub(crate) chain: Vec<Value>,
     /// The parent's `act` claim, if it was itself delegated.
     act: Option<Value>,
+    /// Whom the parent acts for.
+    pub(crate) principal: Option<Principal>,
 }
 
 /// What a child may have, given its parent.
@@ -57,7 +64,6 @@ impl Delegation {
         let narrowed = parent.narrow(
             &request.audience,
             &request.operations,
-            &request.on_behalf_of,
             state.config.max_delegation_depth,
         )?;
         // An explicit lifetime past the parent's is a widening; 0 (the longest allowed) is cut.
@@ -74,6 +80,74 @@ impl Delegation {
             not_after: narrowed.not_after,
         }))
     }
+
+    /// What a pending approval keeps of the checked parent: its task id, chain, `act` and
+    /// principal (the token itself is not stored).
+    pub(crate) fn stored(&self) -> Value {
+        json!({
+            "task_id": self.parent.task.id,
+            "chain": self.parent.chain,
+            "act": self.parent.act,
+            "principal": self.parent.principal,
+        })
+    }
+
+    /// The delegation of an approved child, from what [`Delegation::stored`] kept: the parent
+    /// task must still be live, and the child still only narrow it.
+    pub(crate) async fn resume(
+        state: &ServerState,
+        stored: &Value,
+        audience: &str,
+        operations: &[String],
+        now: SystemTime,
+    ) -> Result<Self, String> {
+        let task_id = stored
+            .get("task_id")
+            .and_then(Value::as_str)
+            .ok_or("the stored parent of this approval is unreadable")?;
+        let parent = Parent {
+            task: live_task(state, task_id, now).await?,
+            chain: stored
+                .get("chain")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            act: stored.get("act").filter(|a| !a.is_null()).cloned(),
+            principal: stored
+                .get("principal")
+                .filter(|p| !p.is_null())
+                .map(|p| serde_json::from_value(p.clone()))
+                .transpose()
+                .map_err(|e| format!("the stored parent of this approval is unreadable: {e}"))?,
+        };
+        let narrowed = parent.narrow(audience, operations, state.config.max_delegation_depth)?;
+        Ok(Self {
+            parent,
+            depth: narrowed.depth,
+            not_after: narrowed.not_after,
+        })
+    }
+}
+
+/// The parent task `id`, if it exists, has not ended and has not expired.
+async fn live_task(state: &ServerState, id: &str, now: SystemTime) -> Result<TaskRecord, String> {
+    let task = state
+        .store
+        .get_task(id)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot read a parent task");
+            "the parent task cannot be read now; retry later".to_owned()
+        })?
+        .ok_or_else(|| "the parent task does not exist".to_owned())?;
+    if task.ended_at.is_some() {
+        return Err("the parent task has ended".to_owned());
+    }
+    // Checked on the record too: JWT validation allows a little clock skew.
+    if task.expires_at <= now {
+        return Err("the parent task has expired".to_owned());
+    }
+    Ok(task)
 }
 
 impl Parent {
@@ -95,53 +169,46 @@ impl Parent {
             .and_then(|c| c.get("txn"))
             .and_then(Value::as_str)
             .ok_or_else(|| "the parent token is not a task token".to_owned())?;
-        let task = state
-            .store
-            .get_task(task_id)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot read a parent task");
-                "the parent task cannot be read now; retry later".to_owned()
-            })?
-            .ok_or_else(|| "the parent task does not exist".to_owned())?;
+        let task = live_task(state, task_id, now).await?;
         // The token must be this task's own: a token of another task naming it is forged.
         if claims.get("jti").and_then(Value::as_str) != Some(task.token_id.as_str())
             || verified.spiffe_id() != &task.spiffe_id
         {
             return Err("the parent token does not belong to the task it names".to_owned());
         }
-        if task.ended_at.is_some() {
-            return Err("the parent task has ended".to_owned());
-        }
-        // Checked on the record too: JWT validation allows a little clock skew.
-        if task.expires_at <= now {
-            return Err("the parent task has expired".to_owned());
-        }
+        let principal = claims
+            .get(CLAIM)
+            .and_then(|c| c.get("obo"))
+            .and_then(Principal::from_claim);
         let mut chain: Vec<Value> = claims
             .get(CLAIM)
             .and_then(|c| c.get("chain"))
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        chain.push(json!({
+        let mut hop = json!({
             "sub": task.spiffe_id.to_string(),
             "txn": task.id,
             "ops": task.operations,
-        }));
+        });
+        // The root hop names the person the chain acts for.
+        if let (true, Some(principal)) = (chain.is_empty(), &principal) {
+            hop["obo"] = principal.claim();
+        }
+        chain.push(hop);
         Ok(Self {
             act: claims.get("act").cloned(),
             task,
             chain,
+            principal,
         })
     }
 
-    /// Whether a child asking for `audience` and `operations`, with the caller's
-    /// `on_behalf_of`, only narrows this parent.
+    /// Whether a child asking for `audience` and `operations` only narrows this parent.
     pub(crate) fn narrow(
         &self,
         audience: &str,
         operations: &[String],
-        on_behalf_of: &str,
         max_depth: u32,
     ) -> Result<Narrowed, String> {
         let depth = self.task.depth.saturating_add(1);
@@ -163,11 +230,6 @@ impl Parent {
             return Err(format!(
                 "a delegated task may only narrow its parent: operation {op:?} is not one of the parent's"
             ));
-        }
-        if !on_behalf_of.is_empty() && on_behalf_of != self.task.on_behalf_of {
-            return Err(
-                "a delegated task acts for whom its parent acts: on_behalf_of differs".to_owned(),
-            );
         }
         Ok(Narrowed {
             depth,

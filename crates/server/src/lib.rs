@@ -20,6 +20,7 @@ mod config;
 mod convert;
 mod delegation;
 mod http;
+mod identity;
 mod index;
 mod limits;
 mod metrics;
@@ -41,8 +42,8 @@ use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::UnixListenerStream;
 
 pub use config::{
-    CaSettings, DEFAULT_ADMIN_SOCKET, DEFAULT_ROOT_ADMIN_SOCKET, NodeApiLimits, Retention,
-    ServerConfig, UpstreamAuthority,
+    CaSettings, DEFAULT_ADMIN_SOCKET, DEFAULT_ROOT_ADMIN_SOCKET, IdentityProviderConfig,
+    NodeApiLimits, Retention, ServerConfig, UpstreamAuthority,
 };
 
 use crate::authority::Authority;
@@ -166,8 +167,9 @@ pub async fn run_with_clock(
         &*store,
     )
     .await?;
-    let policies = policy::Policies::load(config.policy_dir.clone())
-        .map_err(|e| ServerError::Policy(e.to_string()))?;
+    let policies =
+        policy::Policies::load(config.policy_dir.clone(), config.identity_providers.clone())
+            .map_err(|e| ServerError::Policy(e.to_string()))?;
     let node_alias_parent = node_listener::server_id(&config.trust_domain);
     let index = EntryIndex::load(&*store, node_alias_parent.clone()).await?;
     let node_tls = node_listener::NodeTls::new(&authority)?;

@@ -7,7 +7,7 @@
 //! The token is a JWT-SVID (so every SPIFFE validator accepts it) with one namespaced claim:
 //! `"lanyard": {"txn": <task id>, "ops": [...], "purpose": …, "obo": …}`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use lanyard_ca::JwtSvidRequest;
 use lanyard_core::{RegistrationEntry, SpiffeId};
@@ -19,6 +19,7 @@ use tonic::Status;
 
 use crate::admin::{ca_status, store_status};
 use crate::delegation::{Delegation, child_ttl};
+use crate::identity::{IdentityProviders, Principal};
 use crate::{ServerState, audit, unix_seconds};
 
 /// No task credential lives longer than this, whatever is asked or allowed.
@@ -69,18 +70,19 @@ pub(crate) async fn begin(
         }
         n => n.unsigned_abs(),
     };
-    // A delegated task: the parent must check out, and the child only narrow it.
-    let delegated = match Delegation::for_request(state, &request, requested_ttl, now).await {
-        Ok(delegated) => delegated,
+    let policies = state.policies.current();
+    // A delegated task: the parent must check out (or, once approved, still be live), and the
+    // child only narrow it. And whom the task acts for.
+    let asked = match approved {
+        None => asked(state, &request, requested_ttl, &policies.identity, now).await,
+        Some(approval) => resumed(state, approval, &request, now).await,
+    };
+    let (delegated, principal) = match asked {
+        Ok(asked) => asked,
         Err(reason) => {
             return Err(refused(reason.clone(), Status::permission_denied(reason)).await);
         }
     };
-    // A delegated task acts for whom its root acts.
-    let on_behalf_of = delegated.as_ref().map_or_else(
-        || request.on_behalf_of.clone(),
-        |d| d.parent.task.on_behalf_of.clone(),
-    );
     let grant = GrantRequest {
         principal: workload.clone(),
         selectors: entry.selectors().clone(),
@@ -88,7 +90,15 @@ pub(crate) async fn begin(
         operations: request.operations.clone(),
         ttl_seconds: requested_ttl,
         purpose: request.purpose.clone(),
-        on_behalf_of: on_behalf_of.clone(),
+        on_behalf_of: principal
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
+        on_behalf_of_verified: principal.as_ref().is_some_and(Principal::verified),
+        on_behalf_of_issuer: principal
+            .as_ref()
+            .map(|p| p.issuer.clone())
+            .unwrap_or_default(),
         delegation_depth: delegated.as_ref().map_or(0, |d| d.depth),
         root_principal: delegated
             .as_ref()
@@ -100,7 +110,6 @@ pub(crate) async fn begin(
             .unwrap_or_default(),
         now,
     };
-    let policies = state.policies.current();
     let decision = match policies.bundle.decide(&grant) {
         Ok(decision) => decision,
         Err(e) => {
@@ -108,8 +117,19 @@ pub(crate) async fn begin(
             return Err(refused(message.clone(), Status::invalid_argument(message)).await);
         }
     };
-    if !decision.allowed() {
-        let message = refusal_message(&request.audience, &decision);
+    let denial = if !decision.allowed() {
+        Some(refusal_message(&request.audience, &decision))
+    } else if principal.as_ref().is_some_and(|p| !p.verified())
+        && !policies.bundle.accepts_unverified_principal(&decision)
+    {
+        Some(format!(
+            "on_behalf_of {:?} is a name no trusted identity provider vouched for, and the policies that allow this task do not accept one (a permit must say @on_behalf_of(\"unverified\")); send the person's token from the identity provider instead",
+            clipped(&grant.on_behalf_of)
+        ))
+    } else {
+        None
+    };
+    if let Some(message) = denial {
         state
             .record_as(
                 "task.denied",
@@ -120,6 +140,7 @@ pub(crate) async fn begin(
                     "entry_id": entry.id().to_string(),
                     "audience": request.audience,
                     "operations": request.operations,
+                    "on_behalf_of": principal.as_ref().map(Principal::claim),
                     "decision": decision_details(&decision),
                     "policy_ids": decision.policy_ids(),
                     "reason": message,
@@ -129,12 +150,12 @@ pub(crate) async fn begin(
         return Err(Status::permission_denied(message));
     }
     if decision.approval_required() && approved.is_none() {
-        if delegated.is_some() {
-            let message =
-                "a delegated task that needs a human's approval is not supported yet".to_owned();
-            return Err(refused(message.clone(), Status::failed_precondition(message)).await);
-        }
-        return ask_approval(state, agent, entry, &request, &decision, now).await;
+        let asked = Asked {
+            request: &request,
+            principal: principal.as_ref(),
+            delegated: delegated.as_ref(),
+        };
+        return ask_approval(state, agent, entry, asked, &decision, now).await;
     }
     let limit = policies.bundle.ttl_limit(&decision).unwrap_or(u64::MAX);
     let mut ttl = Duration::from_secs(requested_ttl.min(limit).min(MAX_TASK_TTL.as_secs()));
@@ -149,8 +170,8 @@ pub(crate) async fn begin(
     if !request.purpose.is_empty() {
         claim.insert("purpose".into(), json!(request.purpose));
     }
-    if !on_behalf_of.is_empty() {
-        claim.insert("obo".into(), json!(on_behalf_of));
+    if let Some(principal) = &principal {
+        claim.insert("obo".into(), principal.claim());
     }
     if let Some(approval) = approved {
         claim.insert(
@@ -185,7 +206,7 @@ pub(crate) async fn begin(
         audience: request.audience.clone(),
         operations: request.operations.clone(),
         purpose: request.purpose.clone(),
-        on_behalf_of: on_behalf_of.clone(),
+        on_behalf_of: grant.on_behalf_of.clone(),
         policy_ids: decision.policy_ids(),
         token_id: token_id.clone(),
         issued_at: svid.issued_at,
@@ -204,7 +225,7 @@ pub(crate) async fn begin(
             "audience": request.audience,
             "operations": request.operations,
             "purpose": request.purpose,
-            "on_behalf_of": on_behalf_of,
+            "on_behalf_of": principal.as_ref().map(Principal::claim),
             "parent_id": task.parent_id,
             "depth": task.depth,
             "approval_id": approved.map(|a| a.id.clone()),
@@ -265,16 +286,66 @@ const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(60);
 /// How often a waiting call looks at the approval (several servers may share it).
 const APPROVAL_POLL: Duration = Duration::from_millis(100);
 
+/// What a grant waiting for approval was asked for, as checked when it was asked.
+struct Asked<'a> {
+    request: &'a pb::BeginTaskRequest,
+    principal: Option<&'a Principal>,
+    delegated: Option<&'a Delegation>,
+}
+
+/// The parent (for a delegated task) and the principal of a request asked now.
+async fn asked(
+    state: &ServerState,
+    request: &pb::BeginTaskRequest,
+    requested_ttl: u64,
+    identity: &IdentityProviders,
+    now: SystemTime,
+) -> Result<(Option<Delegation>, Option<Principal>), String> {
+    let delegated = Delegation::for_request(state, request, requested_ttl, now).await?;
+    let named = identity.resolve(&request.on_behalf_of, now)?;
+    let Some(delegation) = &delegated else {
+        return Ok((None, named));
+    };
+    // A delegated task acts for whom its parent acts.
+    if named.is_some() && named != delegation.parent.principal {
+        return Err(
+            "a delegated task acts for whom its parent acts: on_behalf_of differs".to_owned(),
+        );
+    }
+    let principal = delegation.parent.principal.clone();
+    Ok((delegated, principal))
+}
+
+/// The parent and the principal of an approved request, as they were checked when it was
+/// asked; the parent task must still be live.
+async fn resumed(
+    state: &ServerState,
+    approval: &Approval,
+    request: &pb::BeginTaskRequest,
+    now: SystemTime,
+) -> Result<(Option<Delegation>, Option<Principal>), String> {
+    let stored = stored_request(approval)
+        .map_err(|e| format!("the stored request of this approval is unreadable: {e}"))?;
+    let delegated = match &stored.parent {
+        None => None,
+        Some(parent) => Some(
+            Delegation::resume(state, parent, &request.audience, &request.operations, now).await?,
+        ),
+    };
+    Ok((delegated, stored.principal))
+}
+
 /// Stores a grant the policies allowed on condition of a human's approval, and tells the caller
 /// to wait for it.
 async fn ask_approval(
     state: &ServerState,
     agent: &AttestedAgent,
     entry: &RegistrationEntry,
-    request: &pb::BeginTaskRequest,
+    asked: Asked<'_>,
     decision: &Decision,
-    now: std::time::SystemTime,
+    now: SystemTime,
 ) -> Result<pb::BeginTaskResponse, Status> {
+    let request = asked.request;
     let policy_ids: Vec<String> = {
         let mut ids: Vec<String> = decision
             .operations
@@ -294,7 +365,8 @@ async fn ask_approval(
             "operations": request.operations,
             "ttl_seconds": request.ttl_seconds,
             "purpose": request.purpose,
-            "on_behalf_of": request.on_behalf_of,
+            "principal": asked.principal,
+            "parent": asked.delegated.map(Delegation::stored),
         })
         .to_string(),
         policy_ids: policy_ids.clone(),
@@ -316,6 +388,8 @@ async fn ask_approval(
             "audience": request.audience,
             "operations": request.operations,
             "purpose": request.purpose,
+            "on_behalf_of": asked.principal.map(Principal::claim),
+            "parent_id": asked.delegated.map(|d| d.parent.task.id.clone()),
             "policy_ids": policy_ids,
         }),
         now,
@@ -358,11 +432,11 @@ pub(crate) async fn await_approval(
             .ok_or_else(|| Status::not_found(format!("no approval {:?}", clipped(id))))?;
         match approval.state {
             ApprovalState::Approved => {
-                let (entry_id, task) = stored_request(&approval)
+                let stored = stored_request(&approval)
                     .map_err(|e| Status::internal(format!("stored approval request: {e}")))?;
-                let entry = entry_for(&entry_id)?;
+                let entry = entry_for(&stored.entry_id)?;
                 // The policies decide again: one changed since may forbid it now.
-                return begin(state, agent, &entry, task, Some(&approval)).await;
+                return begin(state, agent, &entry, stored.request, Some(&approval)).await;
             }
             ApprovalState::Denied => {
                 return Err(Status::permission_denied(format!(
@@ -411,16 +485,24 @@ pub(crate) async fn await_approval(
     }
 }
 
-/// The request an approval holds (as `ask_approval` stored it): the entry it was asked through,
-/// and the task request to decide again once approved.
-fn stored_request(
-    approval: &Approval,
-) -> Result<(String, pb::BeginTaskRequest), serde_json::Error> {
-    let request: serde_json::Value = serde_json::from_str(&approval.request)?;
-    let text = |k: &str| request[k].as_str().unwrap_or_default().to_owned();
-    let task = pb::BeginTaskRequest {
+/// The request an approval holds, as `ask_approval` stored it.
+struct StoredRequest {
+    /// The entry it was asked through.
+    entry_id: String,
+    /// The task request to decide again once approved (`on_behalf_of`: the principal's name).
+    request: pb::BeginTaskRequest,
+    principal: Option<Principal>,
+    /// The checked parent of a delegated task ([`Delegation::stored`]).
+    parent: Option<serde_json::Value>,
+}
+
+fn stored_request(approval: &Approval) -> Result<StoredRequest, serde_json::Error> {
+    let stored: serde_json::Value = serde_json::from_str(&approval.request)?;
+    let text = |k: &str| stored[k].as_str().unwrap_or_default().to_owned();
+    let principal: Option<Principal> = serde_json::from_value(stored["principal"].clone())?;
+    let request = pb::BeginTaskRequest {
         audience: text("audience"),
-        operations: request["operations"]
+        operations: stored["operations"]
             .as_array()
             .map(|ops| {
                 ops.iter()
@@ -428,18 +510,28 @@ fn stored_request(
                     .collect()
             })
             .unwrap_or_default(),
-        ttl_seconds: request["ttl_seconds"].as_i64().unwrap_or(0),
+        ttl_seconds: stored["ttl_seconds"].as_i64().unwrap_or(0),
         spiffe_id: String::new(),
         purpose: text("purpose"),
-        on_behalf_of: text("on_behalf_of"),
+        on_behalf_of: principal
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
         parent_token: String::new(),
     };
-    Ok((text("entry_id"), task))
+    Ok(StoredRequest {
+        entry_id: text("entry_id"),
+        request,
+        principal,
+        parent: Some(stored["parent"].clone()).filter(|p| !p.is_null()),
+    })
 }
 
 /// The admin view of an approval.
 pub(crate) fn approval_to_proto(approval: &Approval) -> lanyard_proto::admin::Approval {
-    let (_, request) = stored_request(approval).unwrap_or_default();
+    let request = stored_request(approval)
+        .map(|stored| stored.request)
+        .unwrap_or_default();
     lanyard_proto::admin::Approval {
         id: approval.id.clone(),
         spiffe_id: approval.spiffe_id.to_string(),

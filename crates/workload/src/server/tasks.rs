@@ -67,11 +67,18 @@ fn check_task_token(
         )));
     }
     let text = |value: Option<&Value>| value.and_then(Value::as_str).unwrap_or_default().to_owned();
+    // `obo`: `{"sub", "iss"?, "verified"}`.
+    let obo = task.get("obo");
     Ok(ValidateTaskTokenResponse {
         task_id: text(task.get("txn")),
         spiffe_id: verified.spiffe_id().to_string(),
         operations,
-        on_behalf_of: text(task.get("obo")),
+        on_behalf_of: text(obo.and_then(|o| o.get("sub"))),
+        on_behalf_of_verified: obo
+            .and_then(|o| o.get("verified"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        on_behalf_of_issuer: text(obo.and_then(|o| o.get("iss"))),
         depth: task
             .get("depth")
             .and_then(Value::as_u64)
