@@ -7,6 +7,8 @@
 //! - [`bundle`]: [`Bundle`] and [`BundleSet`], read and written in SPIFFE bundle JSON;
 //! - [`x509`]: X509-SVID verification against the bundle of the leaf's trust domain;
 //! - [`jwt`]: JWT-SVID verification (alg allow-list first, key from `sub`'s trust domain);
+//! - [`revocation`]: the [`RevocationList`] of revoked tokens (ended tasks) by `jti`, which agents
+//!   and services validating locally check after verification;
 //! - [`clock`]: the injected [`Clock`].
 //!
 //! Parse, don't validate: every type here is built through a constructor that checks it, so a value
@@ -18,6 +20,7 @@ pub mod endpoint;
 pub mod entry;
 pub mod id;
 pub mod jwt;
+pub mod revocation;
 pub mod selector;
 pub mod x509;
 
@@ -30,6 +33,7 @@ pub use id::{IdError, SpiffeId, TrustDomain};
 pub use jwt::{
     JwtAlgorithm, JwtSvidError, VerifiedJwt, VerifiedJwtSvid, verify_jwt, verify_jwt_svid,
 };
+pub use revocation::{RevocationList, Revoked};
 pub use selector::{Selector, SelectorError, SelectorSet};
 pub use x509::{VerifiedX509Svid, X509SvidError, check_x509_svid_leaf, verify_x509_svid};
 
