@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use lanyard_core::entry::{DEFAULT_JWT_SVID_TTL, DEFAULT_X509_SVID_TTL};
 use lanyard_core::{
-    Bundle, BundleSet, DnsName, EntryId, EntrySpec, RegistrationEntry, Selector, SelectorSet,
-    SpiffeId, TrustDomain,
+    Bundle, BundleSet, DnsName, EntryId, EntrySpec, RegistrationEntry, RevocationList, Selector,
+    SelectorSet, SpiffeId, TrustDomain,
 };
 use lanyard_proto::node as pb;
 use lanyard_workload::{Identity, Revocations, Snapshot, SvidKey};
@@ -33,9 +33,9 @@ use crate::timing;
 pub(crate) struct Cache {
     trust_domain: TrustDomain,
     entries: HashMap<EntryId, RegistrationEntry>,
-    /// Revoked tokens (`jti` → when they expire anyway), as the server last sent them whole;
-    /// `None` until the first list arrives (the agent then validates no token).
-    revoked: Option<BTreeMap<String, SystemTime>>,
+    /// Revoked tokens, as the server last sent them whole; `None` until the first list arrives
+    /// (the agent then validates no token).
+    revoked: Option<RevocationList>,
     /// The revision of the last update applied in full; 0 before the first.
     revision: u64,
     /// Chunks of an update whose last chunk has not arrived yet.
@@ -210,17 +210,11 @@ impl Cache {
         }
         // Revocations stand apart from entries: applied at once, even in the middle of chunks.
         if msg.revocations {
-            self.revoked = Some(
+            self.revoked = Some(RevocationList::from_unix_seconds(
                 msg.revoked
                     .iter()
-                    .filter_map(|r| {
-                        let expires_at = u64::try_from(r.expires_at).ok().and_then(|s| {
-                            SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(s))
-                        })?;
-                        (!r.token_id.is_empty()).then(|| (r.token_id.clone(), expires_at))
-                    })
-                    .collect(),
-            );
+                    .map(|r| (r.token_id.clone(), r.expires_at)),
+            ));
         }
         let trust_domain = self.trust_domain.clone();
         let Some(pending) = self.pending.as_mut() else {
@@ -479,13 +473,11 @@ impl Cache {
             .collect();
         let revocations = match &self.revoked {
             None => Revocations::Pending,
-            Some(revoked) => Revocations::Known(std::sync::Arc::new(
-                revoked
-                    .iter()
-                    .filter(|(_, expires_at)| now < **expires_at)
-                    .map(|(jti, _)| jti.clone())
-                    .collect(),
-            )),
+            Some(revoked) => {
+                let mut revoked = revoked.clone();
+                revoked.prune(now);
+                Revocations::Known(std::sync::Arc::new(revoked))
+            }
         };
         Snapshot::new(self.trust_domain.clone(), self.bundle_set(), identities)
             .with_revocations(revocations)

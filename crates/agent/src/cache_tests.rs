@@ -349,3 +349,63 @@ fn an_entry_with_a_reserved_id_from_the_server_is_dropped() {
     }
     assert!(parse_entry(&entry("e1", "web"), &td()).is_some());
 }
+
+/// A revocation-only message, as the server sends on a change (at the revision last sent).
+fn revocations(revoked: &[(&str, i64)]) -> pb::SyncEntriesResponse {
+    pb::SyncEntriesResponse {
+        revision: 1,
+        revocations: true,
+        revoked: revoked
+            .iter()
+            .map(|(token_id, expires_at)| pb::RevokedToken {
+                token_id: (*token_id).to_owned(),
+                expires_at: *expires_at,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn revoked_tokens_are_pending_until_the_first_list_then_kept_until_verification_refuses_them() {
+    let mut f = fixture();
+    assert_eq!(
+        f.cache.snapshot(f.now()).revocations(),
+        &Revocations::Pending
+    );
+    // A message without the list changes nothing.
+    f.apply(full(vec![entry("a", "web")], 1, false));
+    assert_eq!(
+        f.cache.snapshot(f.now()).revocations(),
+        &Revocations::Pending
+    );
+
+    let now = 1_700_000_000;
+    f.apply(revocations(&[
+        ("ended", now + 60),
+        ("", now + 60),
+        ("long-gone", -1),
+        ("ended", now + 10),
+    ]));
+    let known = |f: &Fixture| -> Vec<String> {
+        match f.cache.snapshot(f.now()).revocations() {
+            Revocations::Known(list) => list.iter().map(|(jti, _)| jti.to_owned()).collect(),
+            other => panic!("{other:?}"),
+        }
+    };
+    // The empty id names nothing; the expired one goes; "ended" keeps its later expiry.
+    assert_eq!(known(&f), ["ended"]);
+    // Past its exp but within the leeway, the token still verifies: it stays listed.
+    f.clock
+        .advance(Duration::from_secs(60) + lanyard_core::jwt::JWT_LEEWAY / 2);
+    assert_eq!(known(&f), ["ended"]);
+    f.clock.advance(lanyard_core::jwt::JWT_LEEWAY);
+    assert!(known(&f).is_empty());
+
+    // An empty list is a list: nothing revoked, not "not heard yet".
+    f.apply(revocations(&[]));
+    assert_eq!(
+        f.cache.snapshot(f.now()).revocations(),
+        &Revocations::Known(Arc::new(RevocationList::new()))
+    );
+}

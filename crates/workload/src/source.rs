@@ -9,7 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use lanyard_core::{BundleSet, SelectorSet, SpiffeId, TrustDomain};
+use lanyard_core::{BundleSet, RevocationList, SelectorSet, SpiffeId, TrustDomain};
 use tokio::sync::watch;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -55,8 +55,9 @@ pub enum Revocations {
     /// with the server): `ValidateJWTSVID` answers `Unavailable` rather than accept a token that
     /// may have been revoked while it was away.
     Pending,
-    /// The `jti`s of revoked tokens.
-    Known(std::sync::Arc<std::collections::BTreeSet<String>>),
+    /// The revoked tokens, checked with [`RevocationList::check`] (what services validating
+    /// locally run too) and streamed to them by `WatchRevocations`.
+    Known(Arc<RevocationList>),
 }
 
 /// Why a JWT-SVID could not be had.

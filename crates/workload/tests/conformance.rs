@@ -5,7 +5,7 @@
 mod common;
 
 use std::os::unix::fs::MetadataExt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use common::*;
 use lanyard_proto::workload::{
@@ -380,7 +380,12 @@ async fn validate_jwt_svid_refuses_revoked_tokens_and_waits_for_the_list() {
     let known = world
         .snapshot(world.standard_identities())
         .with_revocations(Revocations::Known(std::sync::Arc::new(
-            ["jti-revoked".to_owned()].into_iter().collect(),
+            [(
+                "jti-revoked".to_owned(),
+                SystemTime::now() + Duration::from_secs(60),
+            )]
+            .into_iter()
+            .collect(),
         )));
     harness.source.publish(known);
     let status = client

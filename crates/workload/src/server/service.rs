@@ -49,15 +49,12 @@ pub(crate) fn validate_token(
     let verified = verify_jwt_svid(token, audience, &bundles, now)
         .map_err(|e| status::invalid_jwt_svid(&e))?;
     // A task's token is revoked when the task ends, before it expires.
-    let jti = verified.claims().get("jti").and_then(|v| v.as_str());
     match snapshot.revocations() {
         Revocations::NotTracked => {}
         Revocations::Pending => return Err(status::revocations_pending()),
-        Revocations::Known(revoked) => {
-            if jti.is_some_and(|jti| revoked.contains(jti)) {
-                return Err(status::token_revoked());
-            }
-        }
+        Revocations::Known(revoked) => revoked
+            .check(&verified)
+            .map_err(|_| status::token_revoked())?,
     }
     Ok(verified)
 }
