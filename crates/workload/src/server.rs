@@ -26,6 +26,7 @@ use crate::{CallerAttestor, Error, IdentitySource, NoTasks, PeerCredentials, Tas
 mod responses;
 mod service;
 mod status;
+mod stream;
 mod tasks;
 
 /// Largest task-service request: a purpose and a handful of operation names, far below this.

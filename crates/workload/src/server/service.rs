@@ -11,21 +11,15 @@ use lanyard_proto::workload::{
     WitsvidRequest, WitsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
     X509svidResponse,
 };
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use super::stream::{self, Build, UpdateStream};
 use super::{CallerInfo, responses, status};
 use crate::{CallerAttestor, IdentitySource, Revocations, Snapshot};
 
 /// The gRPC metadata key every Workload API request must carry, with value `true`.
 pub(crate) const SECURITY_HEADER: &str = "workload.spiffe.io";
-
-/// A stream of messages, each the full state.
-pub(crate) type UpdateStream<M> = ReceiverStream<Result<M, Status>>;
-
-/// Builds one message of a stream for a caller; `Err` ends the stream with that status.
-type Build<M> = fn(&Snapshot, &SelectorSet) -> Result<M, Status>;
 
 pub(crate) struct WorkloadService<S, A> {
     pub(crate) source: Arc<S>,
@@ -94,8 +88,7 @@ impl<S: IdentitySource, A: CallerAttestor> WorkloadService<S, A> {
         self.source.subscribe().borrow().clone()
     }
 
-    /// Sends the first message at once (or refuses the call), then a new one on every snapshot
-    /// change that changes what this caller sees.
+    /// A stream of `build`'s message for this caller; see [`stream::open`].
     fn open_stream<M>(
         &self,
         selectors: SelectorSet,
@@ -104,82 +97,8 @@ impl<S: IdentitySource, A: CallerAttestor> WorkloadService<S, A> {
     where
         M: PartialEq + Clone + Send + 'static,
     {
-        let mut snapshots = self.source.subscribe();
-        let snapshot = snapshots.borrow_and_update().clone();
-        let first = build(&snapshot, &selectors)?;
-        // One message in flight: a slow reader holds the latest state back, never a backlog.
-        let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(follow(
-            snapshots,
-            selectors,
-            build,
-            first,
-            tx,
-            self.stop.clone(),
-        ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        stream::open(&*self.source, self.stop.clone(), selectors, build)
     }
-}
-
-async fn follow<M: PartialEq + Clone + Send>(
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    selectors: SelectorSet,
-    build: Build<M>,
-    first: M,
-    tx: mpsc::Sender<Result<M, Status>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut last = first.clone();
-    if !deliver(&tx, Ok(first), &mut stop).await {
-        return;
-    }
-    loop {
-        tokio::select! {
-            () = stopped(&mut stop) => {
-                let _ = tx.try_send(Err(status::shutting_down()));
-                return;
-            }
-            () = tx.closed() => return,
-            changed = snapshots.changed() => {
-                if changed.is_err() {
-                    let _ = tx.try_send(Err(status::source_closed()));
-                    return;
-                }
-                let snapshot = snapshots.borrow_and_update().clone();
-                match build(&snapshot, &selectors) {
-                    Ok(message) if message == last => {}
-                    Ok(message) => {
-                        last = message.clone();
-                        if !deliver(&tx, Ok(message), &mut stop).await {
-                            return;
-                        }
-                    }
-                    // Lost every identity: PermissionDenied ends the stream (WAPI-3).
-                    Err(status) => {
-                        deliver(&tx, Err(status), &mut stop).await;
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Sends unless the client is gone or shutdown starts first.
-async fn deliver<M>(
-    tx: &mpsc::Sender<Result<M, Status>>,
-    item: Result<M, Status>,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
-    tokio::select! {
-        sent = tx.send(item) => sent.is_ok(),
-        () = stopped(stop) => false,
-    }
-}
-
-/// Completes when shutdown has started (or the server is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
 #[tonic::async_trait]
@@ -195,7 +114,9 @@ impl<S: IdentitySource, A: CallerAttestor> SpiffeWorkloadApi for WorkloadService
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let selectors = self.attest(&request).await?;
-        self.open_stream(selectors, responses::x509_svids)
+        self.open_stream(selectors, |snapshot, caller| {
+            responses::x509_svids(snapshot, caller).map(Some)
+        })
     }
 
     async fn fetch_x509_bundles(
@@ -203,7 +124,9 @@ impl<S: IdentitySource, A: CallerAttestor> SpiffeWorkloadApi for WorkloadService
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
         let selectors = self.attest(&request).await?;
-        self.open_stream(selectors, responses::x509_bundles)
+        self.open_stream(selectors, |snapshot, caller| {
+            responses::x509_bundles(snapshot, caller).map(Some)
+        })
     }
 
     async fn fetch_jwtsvid(
@@ -247,7 +170,9 @@ impl<S: IdentitySource, A: CallerAttestor> SpiffeWorkloadApi for WorkloadService
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         let selectors = self.attest(&request).await?;
-        self.open_stream(selectors, responses::jwt_bundles)
+        self.open_stream(selectors, |snapshot, caller| {
+            responses::jwt_bundles(snapshot, caller).map(Some)
+        })
     }
 
     async fn validate_jwtsvid(
