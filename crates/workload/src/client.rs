@@ -1,12 +1,33 @@
-//! A Workload API client over a Unix socket, for the CLI and tests. It always sends the security
-//! header, and parses what the server sends into lanyard's types, refusing malformed responses.
+//! A Workload API client over a Unix socket, for the CLI, tests and Rust services. It always sends
+//! the security header, and parses what the server sends into lanyard's types, refusing malformed
+//! responses. Besides the SPIFFE Workload API it follows the task service's revocation feed, so a
+//! service validating tokens locally needs nothing else:
+//!
+//! ```no_run
+//! # async fn service(socket: &std::path::Path) -> Result<(), lanyard_workload::Error> {
+//! use lanyard_core::verify_jwt_svid;
+//! use lanyard_workload::WorkloadClient;
+//!
+//! let mut client = WorkloadClient::connect(socket).await?;
+//! let mut bundles = client.watch_jwt_bundles().await?;
+//! let mut revocations = client.watch_revocations().await?;
+//! let (bundles, revoked) = (bundles.next().await?, revocations.next().await?);
+//! # let token = "";
+//! let verified = verify_jwt_svid(token, "tickets", &bundles, std::time::SystemTime::now());
+//! let allowed = verified.is_ok_and(|token| revoked.check(&token).is_ok());
+//! # let _ = allowed;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use hyper_util::rt::TokioIo;
-use lanyard_core::{Bundle, BundleSet, SpiffeId, TrustDomain, X509Authority};
+use lanyard_core::{Bundle, BundleSet, RevocationList, SpiffeId, TrustDomain, X509Authority};
+use lanyard_proto::task::tasks_client::TasksClient;
+use lanyard_proto::task::{WatchRevocationsRequest, WatchRevocationsResponse};
 use lanyard_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use lanyard_proto::workload::{
     JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, ValidateJwtsvidRequest,
@@ -22,10 +43,11 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::{Error, SvidKey};
 
-/// A Workload API connection.
+/// A Workload API connection, which also reaches the task service on the same socket.
 #[derive(Debug, Clone)]
 pub struct WorkloadClient {
     inner: SpiffeWorkloadApiClient<InterceptedService<Channel, SecurityHeader>>,
+    tasks: TasksClient<InterceptedService<Channel, SecurityHeader>>,
 }
 
 /// Adds `workload.spiffe.io: true` to every request.
@@ -78,7 +100,8 @@ impl WorkloadClient {
     pub async fn connect(path: impl AsRef<Path>) -> Result<Self, Error> {
         let channel = connect_channel(path).await?;
         Ok(Self {
-            inner: SpiffeWorkloadApiClient::with_interceptor(channel, SecurityHeader),
+            inner: SpiffeWorkloadApiClient::with_interceptor(channel.clone(), SecurityHeader),
+            tasks: TasksClient::with_interceptor(channel, SecurityHeader),
         })
     }
 
@@ -123,6 +146,19 @@ impl WorkloadClient {
             .await?
             .into_inner();
         Ok(Updates::new(stream, parse_jwt_bundles))
+    }
+
+    /// The task service's `WatchRevocations`: the tokens revoked before their expiry, for checking
+    /// tokens verified locally ([`RevocationList::check`]). The first message comes once the agent
+    /// has heard the list from its server (`next` waits until then), then one on every change,
+    /// each the whole list.
+    pub async fn watch_revocations(&mut self) -> Result<Updates<RevocationList>, Error> {
+        let stream = self
+            .tasks
+            .watch_revocations(WatchRevocationsRequest {})
+            .await?
+            .into_inner();
+        Ok(Updates::new(stream, parse_revocations))
     }
 
     /// JWT-SVIDs for `audiences`: for every identity of the caller, or only `spiffe_id`.
@@ -323,6 +359,18 @@ fn parse_jwt_bundles(response: JwtBundlesResponse) -> Result<BundleSet, Error> {
     Ok(bundles)
 }
 
+fn parse_revocations(response: WatchRevocationsResponse) -> Result<RevocationList, Error> {
+    if response.revoked.iter().any(|r| r.token_id.is_empty()) {
+        return Err(invalid("a revoked token without an id"));
+    }
+    Ok(RevocationList::from_unix_seconds(
+        response
+            .revoked
+            .into_iter()
+            .map(|r| (r.token_id, r.expires_at)),
+    ))
+}
+
 fn struct_to_json(value: &prost_types::Struct) -> Map<String, Value> {
     value
         .fields
@@ -346,5 +394,42 @@ fn prost_to_json(value: &prost_types::Value) -> Value {
             Value::Array(list.values.iter().map(prost_to_json).collect())
         }
         Some(Kind::StructValue(s)) => Value::Object(struct_to_json(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use lanyard_proto::task::RevokedToken;
+
+    use super::*;
+
+    fn revoked(entries: &[(&str, i64)]) -> WatchRevocationsResponse {
+        WatchRevocationsResponse {
+            revoked: entries
+                .iter()
+                .map(|(token_id, expires_at)| RevokedToken {
+                    token_id: (*token_id).to_owned(),
+                    expires_at: *expires_at,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_revocation_list_is_read_whole_and_an_entry_without_an_id_refuses_it() {
+        let list = parse_revocations(revoked(&[("b", 20), ("a", i64::MIN), ("b", 10)])).unwrap();
+        assert_eq!(
+            list.iter().map(|(jti, _)| jti).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            list.expiry("b"),
+            Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(20))
+        );
+        assert!(parse_revocations(revoked(&[])).unwrap().is_empty());
+        let err = parse_revocations(revoked(&[("a", 1), ("", 1)])).unwrap_err();
+        assert!(matches!(err, Error::InvalidResponse { .. }), "{err:?}");
     }
 }

@@ -12,8 +12,9 @@
 //! - a connection adapter (`authority`) that rewrites the socket-path `:authority` gRPC C-core and
 //!   grpc-java clients send, which tonic would otherwise refuse;
 //! - the task service `lanyard.task.v1.Tasks` beside it on the same socket, when the agent gives
-//!   [`WorkloadServer::with_tasks`] a [`TaskSource`] (same header rule, same caller attestation);
-//! - [`WorkloadClient`], used by the CLI and tests.
+//!   [`WorkloadServer::with_tasks`] a [`TaskSource`] (same header rule, same caller attestation),
+//!   whose `WatchRevocations` streams the snapshot's [`Revocations`] like the streams above;
+//! - [`WorkloadClient`], used by the CLI, tests and services that validate tokens locally.
 //!
 //! It must not mint, sign, store or attest anything itself, nor read configuration from files or
 //! the environment.

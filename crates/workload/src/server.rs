@@ -188,6 +188,7 @@ impl<S: IdentitySource, A: CallerAttestor, T: TaskSource> WorkloadServer<S, A, T
                 attestor: self.attestor.clone(),
                 source: self.source.clone(),
                 clock: self.clock.clone(),
+                stop: stop_rx.clone(),
             };
             let service = TasksServer::new(service)
                 .max_decoding_message_size(MAX_TASK_REQUEST_SIZE)

@@ -2,8 +2,10 @@
 //! streams call them on every snapshot change and compare the result with what they sent last.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use lanyard_core::{Bundle, BundleSet, SelectorSet, SpiffeId, TrustDomain, VerifiedJwtSvid};
+use lanyard_proto::task::{RevokedToken, WatchRevocationsResponse};
 use lanyard_proto::workload::{
     JwtBundlesResponse, X509BundlesResponse, X509svid, X509svidResponse,
 };
@@ -11,7 +13,7 @@ use serde_json::Value;
 use tonic::Status;
 
 use super::status;
-use crate::{Identity, Snapshot};
+use crate::{Identity, Revocations, Snapshot};
 
 /// Claims returned for a token of another trust domain (SPIRE filters the rest).
 const FOREIGN_CLAIMS: [&str; 3] = ["aud", "exp", "sub"];
@@ -120,6 +122,36 @@ pub(crate) fn jwt_bundles(
         })
         .collect();
     Ok(JwtBundlesResponse { bundles })
+}
+
+/// `WatchRevocations`: the revoked tokens, once the source has heard them (`None` before: an
+/// empty list would say nothing is revoked). A source that does not track revocations revokes
+/// nothing. A caller with no identity is refused, as for the other streams.
+pub(crate) fn revocations(
+    snapshot: &Snapshot,
+    caller: &SelectorSet,
+) -> Result<Option<WatchRevocationsResponse>, Status> {
+    entitled(snapshot, caller)?;
+    let revoked = match snapshot.revocations() {
+        Revocations::Pending => return Ok(None),
+        Revocations::NotTracked => Vec::new(),
+        Revocations::Known(list) => list
+            .iter()
+            .map(|(jti, expires_at)| RevokedToken {
+                token_id: jti.to_owned(),
+                expires_at: unix_seconds(expires_at),
+            })
+            .collect(),
+    };
+    Ok(Some(WatchRevocationsResponse { revoked }))
+}
+
+/// Whole seconds since the epoch (negative before it), saturating at the ends of `i64`.
+pub(crate) fn unix_seconds(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),
+    }
 }
 
 /// The bundles a caller may see: its own trust domain's (empty if the agent has none yet: that

@@ -9,12 +9,15 @@ use lanyard_proto::task::tasks_server::Tasks;
 use lanyard_proto::task::{
     AwaitApprovalRequest, BeginTaskRequest, BeginTaskResponse, EndTaskRequest, GetTaskRequest,
     ListTasksRequest, ListTasksResponse, Task, ValidateTaskTokenRequest, ValidateTaskTokenResponse,
+    WatchRevocationsRequest, WatchRevocationsResponse,
 };
 use serde_json::Value;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use super::service::validate_token;
-use super::{CallerInfo, status};
+use super::stream::{self, UpdateStream};
+use super::{CallerInfo, responses, status};
 use crate::{CallerAttestor, IdentitySource, TaskSource, ToolUse};
 
 pub(crate) struct TaskService<T, A, S> {
@@ -24,6 +27,8 @@ pub(crate) struct TaskService<T, A, S> {
     /// identities).
     pub(crate) source: Arc<S>,
     pub(crate) clock: SharedClock,
+    /// Turns true when shutdown starts: open streams end so that graceful shutdown can finish.
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
 impl<T: TaskSource, A: CallerAttestor, S: IdentitySource> TaskService<T, A, S> {
@@ -84,10 +89,7 @@ fn check_task_token(
             .and_then(Value::as_u64)
             .and_then(|d| u32::try_from(d).ok())
             .unwrap_or(0),
-        expires_at: verified
-            .expiry()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        expires_at: responses::unix_seconds(verified.expiry()),
     })
 }
 
@@ -116,6 +118,8 @@ fn named_ids(token: &str) -> (String, String) {
 
 #[tonic::async_trait]
 impl<T: TaskSource, A: CallerAttestor, S: IdentitySource> Tasks for TaskService<T, A, S> {
+    type WatchRevocationsStream = UpdateStream<WatchRevocationsResponse>;
+
     async fn begin_task(
         &self,
         request: Request<BeginTaskRequest>,
@@ -206,5 +210,18 @@ impl<T: TaskSource, A: CallerAttestor, S: IdentitySource> Tasks for TaskService<
             .await_approval(&caller, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn watch_revocations(
+        &self,
+        request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let caller = self.attest(&request).await?;
+        stream::open(
+            &*self.source,
+            self.stop.clone(),
+            caller,
+            responses::revocations,
+        )
     }
 }

@@ -17,7 +17,7 @@ use lanyard_core::{
 };
 use lanyard_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use lanyard_workload::{
-    Error, FakeAttestor, FakeIdentitySource, Identity, Snapshot, SvidKey, WorkloadClient,
+    Error, FakeAttestor, FakeIdentitySource, Identity, NoTasks, Snapshot, SvidKey, WorkloadClient,
     WorkloadServer,
 };
 use rcgen::{
@@ -255,6 +255,25 @@ impl Harness {
     /// Serves `snapshot`, attesting every caller as `caller_selectors`. JWT-SVIDs are minted with
     /// the own trust domain's key, valid five minutes.
     pub async fn start(world: &World, snapshot: Snapshot, caller_selectors: SelectorSet) -> Self {
+        Self::start_serving(world, snapshot, caller_selectors, false).await
+    }
+
+    /// [`start`](Self::start), also serving the task service `lanyard.task.v1.Tasks` (with
+    /// [`NoTasks`]: its snapshot-fed `WatchRevocations` works, task calls are `Unimplemented`).
+    pub async fn start_with_tasks(
+        world: &World,
+        snapshot: Snapshot,
+        caller_selectors: SelectorSet,
+    ) -> Self {
+        Self::start_serving(world, snapshot, caller_selectors, true).await
+    }
+
+    async fn start_serving(
+        world: &World,
+        snapshot: Snapshot,
+        caller_selectors: SelectorSet,
+        tasks: bool,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("agent").join("api.sock");
         let listener = lanyard_workload::bind(&socket).unwrap();
@@ -267,14 +286,17 @@ impl Harness {
         ));
         let attestor = FakeAttestor::new(caller_selectors);
         let (tx, rx) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = rx.await;
+        };
         // A short grace: the idle-connection test shuts down with peers that never finish.
-        let server = tokio::spawn(
-            WorkloadServer::new(source.clone(), attestor.clone())
-                .with_shutdown_grace(Duration::from_millis(200))
-                .serve(listener, async move {
-                    let _ = rx.await;
-                }),
-        );
+        let server = WorkloadServer::new(source.clone(), attestor.clone())
+            .with_shutdown_grace(Duration::from_millis(200));
+        let server = if tasks {
+            tokio::spawn(server.with_tasks(NoTasks).serve(listener, shutdown))
+        } else {
+            tokio::spawn(server.serve(listener, shutdown))
+        };
         Self {
             _dir: dir,
             socket,
