@@ -419,13 +419,18 @@ pub(crate) async fn published_bundles(
     })
 }
 
-/// The revoked tokens agents must refuse, as the sync stream carries them.
+/// The revoked tokens agents must refuse, as the sync stream carries them: those a validator
+/// would still accept at `now`, which allows `exp` plus [`lanyard_core::jwt::JWT_LEEWAY`] of
+/// clock skew, so a token is listed until then.
 pub(crate) async fn revoked_tokens(
     store: &dyn DataStore,
     now: std::time::SystemTime,
 ) -> Result<Vec<lanyard_proto::node::RevokedToken>, lanyard_store::Error> {
+    let still_accepted_after = now
+        .checked_sub(lanyard_core::jwt::JWT_LEEWAY)
+        .unwrap_or(now);
     Ok(store
-        .revoked_tokens(now)
+        .revoked_tokens(still_accepted_after)
         .await?
         .into_iter()
         .map(|(token_id, expires_at)| lanyard_proto::node::RevokedToken {
