@@ -17,7 +17,9 @@ const MAX_PARAMETERS: usize = 32;
 #[derive(Debug, Default)]
 pub(crate) struct Form(BTreeMap<String, String>);
 
-/// Reads the form in `request`'s body, at most `max` bytes.
+/// Reads the form in `request`'s body, at most `max` bytes. The body is read before the content
+/// type is judged: a refusal sent with the body still unread would leave the keep-alive
+/// connection unusable (the server closes it, and a pooling client's next request fails).
 pub(crate) async fn read(request: Request<Incoming>, max: usize) -> Result<Form, OAuthError> {
     let content_type = request
         .headers()
@@ -25,24 +27,23 @@ pub(crate) async fn read(request: Request<Incoming>, max: usize) -> Result<Form,
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    if content_type.split(';').next().map(str::trim) != Some("application/x-www-form-urlencoded") {
-        return Err(OAuthError::invalid_request(
-            "the body must be application/x-www-form-urlencoded",
-        ));
-    }
     let body = Limited::new(request.into_body(), max)
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 OAuthError::too_large(max)
             } else {
                 OAuthError::invalid_request("the request body could not be read")
             }
         })?
         .to_bytes();
+    if content_type.split(';').next().map(str::trim) != Some("application/x-www-form-urlencoded")
+    {
+        return Err(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
     Form::parse(&body)
 }
 
