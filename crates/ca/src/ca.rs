@@ -13,7 +13,7 @@ use crate::CaError;
 use crate::cert::{self, CaCertParams, CertInfo, CertSigner, IssuerName, LeafParams};
 use crate::config::{CaConfig, MAX_TTL};
 use crate::journal::{AuthorityState, Journal, JwtRecord, Record, X509Record};
-use crate::jwt::{self, JwtSigner, JwtSvid, JwtSvidRequest};
+use crate::jwt::{self, AccessToken, AccessTokenRequest, JwtSigner, JwtSvid, JwtSvidRequest};
 use crate::key::{KeyType, PrivateKey, key_id_for_spki};
 use crate::key_manager::{KeyId, KeyManager};
 use crate::leaf_key::{LeafKey, VerifiedCsr};
@@ -364,6 +364,36 @@ impl Ca {
             token,
             spiffe_id: req.spiffe_id.clone(),
             audience: req.audience.clone(),
+            issued_at: to_time(now),
+            expires_at: to_time(exp),
+            key_id: key.signer.kid().to_owned(),
+        })
+    }
+
+    /// Signs an OAuth access token (RFC 9068, `typ: at+jwt`) with the active JWT key, the key
+    /// the trust bundle publishes; `exp` is capped at the key's expiry like a JWT-SVID's.
+    pub fn mint_access_token(&self, req: &AccessTokenRequest) -> Result<AccessToken, CaError> {
+        if req.audience.is_empty() || req.subject.is_empty() || req.jti.is_empty() {
+            return Err(CaError::IncompleteAccessToken);
+        }
+        if let Some(name) = jwt::RESERVED_CLAIMS
+            .iter()
+            .find(|name| req.extra_claims.contains_key(**name))
+        {
+            return Err(CaError::ReservedClaim((*name).to_owned()));
+        }
+        let ttl = ttl_secs(req.ttl)?;
+        let now = self.now_secs()?;
+        let key = self
+            .read()
+            .active_jwt
+            .clone()
+            .filter(|k| now < k.not_after)
+            .ok_or(CaError::NoActiveAuthority { kind: "JWT" })?;
+        let exp = now.saturating_add(ttl).min(key.not_after);
+        let token = key.signer.sign_access_token(req, now, exp)?;
+        Ok(AccessToken {
+            token,
             issued_at: to_time(now),
             expires_at: to_time(exp),
             key_id: key.signer.kid().to_owned(),

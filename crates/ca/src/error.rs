@@ -67,6 +67,8 @@ pub enum CaError {
     ZeroTtl,
     #[error("JWT audience must hold at least one non-empty value")]
     EmptyAudience,
+    #[error("an access token needs a subject, an audience and a jti")]
+    IncompleteAccessToken,
     #[error("extra JWT claim {0:?} would override a claim the CA sets itself")]
     ReservedClaim(String),
     #[error("JWT claims could not be encoded: {0}")]

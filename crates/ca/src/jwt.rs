@@ -46,13 +46,38 @@ pub struct JwtSvid {
     pub key_id: String,
 }
 
-/// A JWT signing key with its precomputed header.
+/// What an OAuth access token (RFC 9068) should say. `sub` is any principal (a person, or the
+/// client's SPIFFE ID), so this is not a JWT-SVID: its header says `typ: at+jwt`, which JWT-SVID
+/// validators refuse, and RFC 9068 validators require.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessTokenRequest {
+    pub subject: String,
+    /// The one resource the token is for.
+    pub audience: String,
+    pub ttl: Duration,
+    pub jti: String,
+    /// `iss`, `client_id`, `scope`, `act`, …. Must not name a [`RESERVED_CLAIMS`] entry.
+    pub extra_claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A signed access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessToken {
+    pub token: String,
+    pub issued_at: SystemTime,
+    pub expires_at: SystemTime,
+    pub key_id: String,
+}
+
+/// A JWT signing key with its precomputed headers.
 #[derive(Debug)]
 pub(crate) struct JwtSigner {
     key: Arc<PrivateKey>,
     kid: String,
-    /// base64url of the header JSON, followed by `.`.
+    /// base64url of the JWT-SVID header JSON, followed by `.`.
     header_prefix: String,
+    /// The same for access tokens (`typ: at+jwt`).
+    access_header_prefix: String,
 }
 
 #[derive(Serialize)]
@@ -60,6 +85,17 @@ struct Header<'a> {
     alg: &'a str,
     kid: &'a str,
     typ: &'a str,
+}
+
+#[derive(Serialize)]
+struct AccessClaims<'a> {
+    sub: &'a str,
+    aud: &'a str,
+    exp: u64,
+    iat: u64,
+    jti: &'a str,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -99,18 +135,24 @@ impl JwtSvidRequest {
 impl JwtSigner {
     pub(crate) fn new(key: Arc<PrivateKey>) -> Result<Self, CaError> {
         let kid = key.jwt_key_id();
-        let header = serde_json::to_vec(&Header {
-            alg: key.key_type().jws_alg(),
-            kid: &kid,
-            typ: "JWT",
-        })
-        .map_err(|e| CaError::ClaimsEncoding(e.to_string()))?;
-        let mut header_prefix = URL_SAFE_NO_PAD.encode(header);
-        header_prefix.push('.');
+        let prefix = |typ: &str| -> Result<String, CaError> {
+            let header = serde_json::to_vec(&Header {
+                alg: key.key_type().jws_alg(),
+                kid: &kid,
+                typ,
+            })
+            .map_err(|e| CaError::ClaimsEncoding(e.to_string()))?;
+            let mut prefix = URL_SAFE_NO_PAD.encode(header);
+            prefix.push('.');
+            Ok(prefix)
+        };
+        let header_prefix = prefix("JWT")?;
+        let access_header_prefix = prefix("at+jwt")?;
         Ok(Self {
             key,
             kid,
             header_prefix,
+            access_header_prefix,
         })
     }
 
@@ -129,10 +171,32 @@ impl JwtSigner {
             extra: &req.extra_claims,
         })
         .map_err(|e| CaError::ClaimsEncoding(e.to_string()))?;
-        let mut token =
-            String::with_capacity(self.header_prefix.len() + claims.len() * 4 / 3 + 100);
-        token.push_str(&self.header_prefix);
-        URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
+        self.sign_claims(&self.header_prefix, &claims)
+    }
+
+    /// Signs an access token for `req`; `iat` and `exp` as for [`JwtSigner::sign`].
+    pub(crate) fn sign_access_token(
+        &self,
+        req: &AccessTokenRequest,
+        iat: u64,
+        exp: u64,
+    ) -> Result<String, CaError> {
+        let claims = serde_json::to_vec(&AccessClaims {
+            sub: &req.subject,
+            aud: &req.audience,
+            exp,
+            iat,
+            jti: &req.jti,
+            extra: &req.extra_claims,
+        })
+        .map_err(|e| CaError::ClaimsEncoding(e.to_string()))?;
+        self.sign_claims(&self.access_header_prefix, &claims)
+    }
+
+    fn sign_claims(&self, header_prefix: &str, claims: &[u8]) -> Result<String, CaError> {
+        let mut token = String::with_capacity(header_prefix.len() + claims.len() * 4 / 3 + 100);
+        token.push_str(header_prefix);
+        URL_SAFE_NO_PAD.encode_string(claims, &mut token);
         let sig = self.key.sign_jws(token.as_bytes())?;
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(sig, &mut token);

@@ -32,7 +32,7 @@ pub use config::{
 };
 pub use error::CaError;
 pub use journal::{AuthorityState, JOURNAL_VERSION, Journal};
-pub use jwt::{JwtSvid, JwtSvidRequest, RESERVED_CLAIMS};
+pub use jwt::{AccessToken, AccessTokenRequest, JwtSvid, JwtSvidRequest, RESERVED_CLAIMS};
 pub use key::{KeyType, Pkcs8Der, PrivateKey, key_id_for_spki};
 pub use key_manager::{DiskKeyManager, KeyId, KeyManager, MemoryKeyManager};
 pub use leaf_key::{MAX_CSR_LEN, MAX_SPKI_LEN, VerifiedCsr};

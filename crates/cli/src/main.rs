@@ -6,6 +6,7 @@ mod agent;
 mod audit;
 mod dev;
 mod duration;
+mod oauth;
 mod output;
 mod paths;
 mod pem;
@@ -75,6 +76,9 @@ enum Command {
     /// The verifiable audit log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// The OAuth authorization server for tool servers (MCP): metadata to give them.
+    #[command(subcommand)]
+    Oauth(oauth::OAuthCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,6 +171,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Task(command) => task::run(command).await,
         Command::Policy(command) => policy::run(command).await,
         Command::Audit(command) => audit::run(command).await,
+        Command::Oauth(command) => oauth::run(command).await,
     }
 }
 

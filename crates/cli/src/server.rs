@@ -77,6 +77,19 @@ struct ServerFile {
     /// `[[identity_providers]]`: whose tokens name the people tasks act for.
     #[serde(default)]
     identity_providers: Vec<IdentityProviderFile>,
+    /// `[oauth]`: the OAuth authorization server for tool servers (off when absent).
+    oauth: Option<OAuthFile>,
+}
+
+/// `[oauth]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OAuthFile {
+    bind: SocketAddr,
+    issuer: Option<String>,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    access_token_ttl: Option<String>,
 }
 
 /// One `[[identity_providers]]` table.
@@ -310,6 +323,25 @@ impl ServerRunArgs {
             ca.upstream = Some(UpstreamAuthority {
                 cert_pem: read(&upstream.cert_file)?,
                 key_pem: read(&upstream.key_file)?,
+            });
+        }
+        if let Some(oauth) = file.oauth {
+            let read = |path: &Path| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("oauth: cannot read {}", path.display()))
+            };
+            let ttl = duration("oauth.access_token_ttl", oauth.access_token_ttl.as_ref())?
+                .unwrap_or(std::time::Duration::from_secs(300));
+            anyhow::ensure!(
+                !ttl.is_zero() && ttl <= std::time::Duration::from_secs(900),
+                "config: oauth.access_token_ttl must be between 1s and 15m"
+            );
+            config.oauth = Some(lanyard_server::OAuthConfig {
+                bind: oauth.bind,
+                issuer: oauth.issuer,
+                cert_pem: read(&oauth.cert_file)?,
+                key_pem: read(&oauth.key_file)?,
+                access_token_ttl: ttl,
             });
         }
         Ok(config)

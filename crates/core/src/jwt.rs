@@ -16,9 +16,9 @@
 //! Times allow [`JWT_LEEWAY`] of clock skew in both directions.
 //!
 //! [`verify_jwt`] runs the same checks on a JWT from another issuer (an identity provider's token
-//! naming a person): the keys are that issuer's, `sub` may be anything, and header parameters
-//! other than `alg`, `kid`, `typ` are ignored, except `crit`, which is refused (lanyard
-//! understands no extension).
+//! naming a person, an access token): the keys are that issuer's, `sub` and `typ` may be
+//! anything, and header parameters other than `alg`, `kid`, `typ` are ignored, except `crit`,
+//! which is refused (lanyard understands no extension).
 
 use std::fmt;
 use std::str::FromStr;
@@ -365,9 +365,9 @@ pub fn verify_jwt_svid(
 
 /// Verifies a JWT from another issuer (an identity provider) for `audience`, signed by one of the
 /// JWT authorities of `keys` (the bundle's trust domain only names the issuer in errors), at `at`.
-/// The checks are those of [`verify_jwt_svid`] but for `sub`, which is not looked at, and header
-/// parameters beyond `alg`, `kid`, `typ`, which are ignored unless one is `crit`. The caller checks
-/// `iss` and `sub`.
+/// The checks are those of [`verify_jwt_svid`] but for `sub`, which is not looked at, `typ`, which
+/// is not either, and header parameters beyond `alg`, `kid`, `typ`, which are ignored unless one is
+/// `crit`. The caller checks `iss`, `sub` and, if it matters, `typ`.
 pub fn verify_jwt(
     token: &str,
     audience: &str,
@@ -433,7 +433,10 @@ fn verify_compact<'k>(
             }
         }
     }
+    // A foreign token's `typ` is its issuer's business (an access token says `at+jwt`); the
+    // caller checks it if it cares.
     match header.get("typ") {
+        _ if headers == Headers::Foreign => {}
         None => {}
         Some(Value::String(typ)) if typ == "JWT" || typ == "JOSE" => {}
         Some(other) => {

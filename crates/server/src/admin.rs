@@ -571,7 +571,8 @@ impl AdminService {
             request.ttl_seconds,
             self.state.config.ca.default_jwt_svid_ttl,
         )?;
-        let svid_request = JwtSvidRequest::new(spiffe_id, request.audience).with_ttl(ttl);
+        let mut svid_request = JwtSvidRequest::new(spiffe_id, request.audience).with_ttl(ttl);
+        svid_request.jti = Some(crate::tasks::random_id());
         let svid = self
             .state
             .authority
@@ -1177,6 +1178,21 @@ impl pb::admin_server::Admin for AdminService {
             })
         })
         .await
+    }
+
+    async fn get_o_auth_metadata(
+        &self,
+        _request: Request<pb::GetOAuthMetadataRequest>,
+    ) -> Result<Response<pb::GetOAuthMetadataResponse>, Status> {
+        let oauth = self.state.oauth.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "the OAuth authorization server is off: configure [oauth] in the server's TOML",
+            )
+        })?;
+        Ok(Response::new(pb::GetOAuthMetadataResponse {
+            issuer: oauth.issuer.clone(),
+            metadata_json: oauth.metadata().to_string(),
+        }))
     }
 
     async fn health(

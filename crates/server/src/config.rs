@@ -48,6 +48,32 @@ pub struct ServerConfig {
     pub approval_timeout: Duration,
     /// The identity providers whose tokens say whom a task acts for (`on_behalf_of`).
     pub identity_providers: Vec<IdentityProviderConfig>,
+    /// The OAuth authorization server for tool servers; `None` turns it off.
+    pub oauth: Option<OAuthConfig>,
+}
+
+/// lanyard as an OAuth 2.1 authorization server (`docs/oauth.md`).
+#[derive(Clone)]
+pub struct OAuthConfig {
+    /// The HTTPS listener; port 0 picks a free port, which is logged.
+    pub bind: SocketAddr,
+    /// The issuer identifier (`https://host[:port]`, no path); `None`: `https://<bound address>`.
+    pub issuer: Option<String>,
+    /// The endpoint's certificate chain and PKCS#8 key, in PEM (read by the binary).
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Lifetime of access tokens (capped by the task's, and by 15 minutes).
+    pub access_token_ttl: Duration,
+}
+
+impl std::fmt::Debug for OAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthConfig")
+            .field("bind", &self.bind)
+            .field("issuer", &self.issuer)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An identity provider the server trusts to name the people tasks act for.
@@ -175,6 +201,7 @@ impl ServerConfig {
             max_delegation_depth: 3,
             approval_timeout: Duration::from_secs(600),
             identity_providers: Vec::new(),
+            oauth: None,
         }
     }
 

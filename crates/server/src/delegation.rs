@@ -259,7 +259,7 @@ impl Parent {
 
 /// The first `aud` of a JWT, read before the signature is checked, only to ask the verifier for
 /// that audience (which then checks everything).
-fn unverified_audience(token: &str) -> Option<String> {
+pub(crate) fn unverified_audience(token: &str) -> Option<String> {
     use base64::Engine as _;
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -26,6 +26,7 @@ mod limits;
 mod metrics;
 mod node;
 mod node_listener;
+mod oauth;
 mod policy;
 mod prune;
 mod socket;
@@ -43,7 +44,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 pub use config::{
     CaSettings, DEFAULT_ADMIN_SOCKET, DEFAULT_ROOT_ADMIN_SOCKET, IdentityProviderConfig,
-    NodeApiLimits, Retention, ServerConfig, UpstreamAuthority,
+    NodeApiLimits, OAuthConfig, Retention, ServerConfig, UpstreamAuthority,
 };
 
 use crate::authority::Authority;
@@ -103,6 +104,8 @@ pub enum ServerError {
     State(String),
     #[error("grant policies: {0}")]
     Policy(String),
+    #[error("OAuth endpoint: {0}")]
+    OAuth(String),
 }
 
 /// Shared by every request handler.
@@ -136,6 +139,8 @@ pub(crate) struct ServerState {
     pub(crate) policies: policy::Policies,
     /// The verifiable audit log: this server's checkpoint key and its view of the log.
     pub(crate) audit: audit::AuditLog,
+    /// The OAuth authorization server, if configured.
+    pub(crate) oauth: Option<oauth::OAuth>,
 }
 
 /// Runs the server until `shutdown` completes, then stops accepting requests, lets in-flight ones
@@ -196,6 +201,14 @@ pub async fn run_with_clock(
         tracing::info!(%addr, "health endpoint listening (/live, /ready, /metrics)");
     }
 
+    let (oauth, oauth_listener) = match &config.oauth {
+        Some(settings) => {
+            let (oauth, listener) = oauth::bind(settings).await?;
+            (Some(oauth), Some(listener))
+        }
+        None => (None, None),
+    };
+
     let bundles = watch::Sender::new(published_bundles(&authority, &*store).await?);
     let revocations = watch::Sender::new(Arc::new(revoked_tokens(&*store, clock.now()).await?));
     let (agent_revoked, _) = broadcast::channel(256);
@@ -226,6 +239,7 @@ pub async fn run_with_clock(
         refusals,
         policies,
         audit,
+        oauth,
     });
     state.refresh_gauges().await;
     tracing::info!(
@@ -239,6 +253,8 @@ pub async fn run_with_clock(
     let rotation = tokio::spawn(authority::drive_rotation(state.clone(), stop_rx.clone()));
     let health = health_listener
         .map(|listener| tokio::spawn(http::serve(listener, state.clone(), stop_rx.clone())));
+    let oauth_endpoint = oauth_listener
+        .map(|listener| tokio::spawn(oauth::serve(listener, state.clone(), stop_rx.clone())));
     let followers = tokio::spawn(follow_other_writers(state.clone(), stop_rx.clone()));
     let pruning = tokio::spawn(prune::run(state.clone(), stop_rx.clone()));
     let checkpoints = tokio::spawn(sign_checkpoints(state.clone(), stop_rx.clone()));
@@ -303,6 +319,9 @@ pub async fn run_with_clock(
     }
     if let Some(health) = health {
         let _ = health.await;
+    }
+    if let Some(oauth_endpoint) = oauth_endpoint {
+        let _ = oauth_endpoint.await;
     }
     state.store.close().await;
     let _ = std::fs::remove_file(&state.config.admin_socket);

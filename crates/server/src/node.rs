@@ -720,8 +720,10 @@ impl pb::node_server::Node for NodeService {
             &self.authorized_parents(&agent),
             &request.entry_id,
         )?;
-        let svid_request = JwtSvidRequest::new(entry.spiffe_id().clone(), request.audience)
+        // A `jti` on every token: an OAuth server refuses an assertion used twice by it.
+        let mut svid_request = JwtSvidRequest::new(entry.spiffe_id().clone(), request.audience)
             .with_ttl(entry.jwt_svid_ttl());
+        svid_request.jti = Some(crate::tasks::random_id());
         let svid = self
             .state
             .authority

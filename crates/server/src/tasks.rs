@@ -598,7 +598,7 @@ pub(crate) async fn decide(
 }
 
 /// What a refused caller is told: the first operation refused, and the rule that refused it.
-fn refusal_message(audience: &str, decision: &Decision) -> String {
+pub(crate) fn refusal_message(audience: &str, decision: &Decision) -> String {
     let Some(op) = decision
         .operations
         .iter()
@@ -631,7 +631,7 @@ fn quoted(ids: &[String]) -> String {
 }
 
 /// Each operation's outcome and the policies that decided it, for the audit record.
-fn decision_details(decision: &Decision) -> serde_json::Value {
+pub(crate) fn decision_details(decision: &Decision) -> serde_json::Value {
     decision
         .operations
         .iter()
@@ -687,7 +687,7 @@ pub(crate) fn task_to_proto(task: &TaskRecord) -> pb::Task {
 }
 
 /// 128 random bits in hex: task ids and token ids.
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut bytes = [0u8; 16];
     // The system RNG does not fail on Linux; an all-zero id would still be unique per store
     // (the insert refuses a duplicate).
