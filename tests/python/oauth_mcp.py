@@ -514,6 +514,16 @@ def main():
     with check("MCP accepts the exchanged token: 200, and tools/call works"):
         tools.accepts(token_x, "exchanged token")
         expect(tools.call_echo(token_x, "via exchange") == "via exchange", "echo answered otherwise")
+    with check("the task token itself (aud = the resource, keys of the same JWKS) is no access token"):
+        # Access tokens are signed with the trust domain's JWT keys, as task tokens and JWT-SVIDs
+        # are: what keeps them apart is iss and typ, which PyJWT (iss) and authlib (both) check.
+        try:
+            pyjwt.decode(args["task_token"], resource)
+        except (jwt.PyJWTError, Failure):
+            pass
+        else:
+            raise Failure("PyJWT accepted a task token as an access token")
+        tools.refuses(args["task_token"], "jwt")
     with check("token exchange without resource defaults to the task's audience"):
         body = issued(lanyard.exchange(args["task_token"]), exchange=True)
         expect(unverified(body["access_token"])[1]["aud"] == resource, f"{body}")
