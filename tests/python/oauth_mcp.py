@@ -32,6 +32,7 @@ import threading
 import time
 import traceback
 import warnings
+from urllib.parse import urlsplit
 
 import httpx
 import httpx2
@@ -62,6 +63,8 @@ HTTP_TIMEOUT = 30
 REVOCATION_TIMEOUT = 30
 # Past `exp`, how long to wait for the expired token to be refused.
 EXPIRY_MARGIN = 30
+# How long a request's body may wait for an answer to its headers alone.
+BODY_DELAY = 1
 # lanyard refuses a token request body over 64 KiB.
 BODY_LIMIT = 64 * 1024
 
@@ -559,6 +562,7 @@ def main():
     check_refusals(lanyard, args, resource)
     check_expiry(lanyard, tools, pyjwt, introspection, token_r, claims_r)
     check_more_refusals(lanyard, args, resource)
+    check_connection_kept(lanyard)
     tools.stop()
     print("all checks passed", flush=True)
 
@@ -638,9 +642,89 @@ def check_more_refusals(lanyard, args, resource):
         refused(lanyard.token(form), 400, "invalid_request")
     with check("a JSON body instead of a form: invalid_request"):
         body = {"grant_type": JWT_BEARER, "assertion": te_svid, "resource": resource, "scope": SCOPE}
-        refused(lanyard.http.post(lanyard.md["token_endpoint"], json=body), 400, "invalid_request")
+        # On a connection of its own: lanyard may close the connection after this refusal
+        # without saying so (check_connection_kept below), which would fail the next request
+        # sent on it, whatever that request is.
+        with httpx.Client(verify=lanyard.ssl, timeout=HTTP_TIMEOUT) as alone:
+            refused(alone.post(lanyard.md["token_endpoint"], json=body), 400, "invalid_request")
     with check("token exchange without client authentication: invalid_client (401, RFC 6749 §5.2)"):
         refused(lanyard.token(exchange), 401, "invalid_client")
+
+
+class RawHttp:
+    """HTTP/1.1 by hand over one TLS connection, to choose when a request's body is sent."""
+
+    def __init__(self, tls):
+        self.tls = tls
+        self.buf = b""
+
+    def fill(self):
+        data = self.tls.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        self.buf += data
+
+    def response(self):
+        """(status, headers) of the next response; its Content-Length body is skipped."""
+        while b"\r\n\r\n" not in self.buf:
+            self.fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        length = int(headers.get("content-length", "0"))
+        while len(self.buf) < length:
+            self.fill()
+        self.buf = self.buf[length:]
+        return int(lines[0].split()[1]), headers
+
+
+def check_connection_kept(lanyard):
+    """HTTP/1.1 keep-alive after a refusal sent before the request body was read (lanyard refuses
+    a wrong Content-Type on the headers alone). A client that pools connections, as httpx does,
+    sends its next request on the same connection: the server must then either answer it or
+    have said `Connection: close`. By hand, to send the body only after the answer, as a client
+    whose body is in a later TLS record than its headers may (a server that waits for the body
+    gets it after BODY_DELAY)."""
+    url = urlsplit(lanyard.md["token_endpoint"])
+
+    def request(content_type, body):
+        return (
+            f"POST {url.path} HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+
+    with check("a request refused before its body was read: the connection answers the next request, "
+               "or the refusal said Connection: close"):
+        raw = socket.create_connection((url.hostname, url.port), timeout=HTTP_TIMEOUT)
+        with lanyard.ssl.wrap_socket(raw, server_hostname=url.hostname) as tls:
+            conn = RawHttp(tls)
+            body = json.dumps({"grant_type": JWT_BEARER}).encode()
+            tls.sendall(request("application/json", body))
+            tls.settimeout(BODY_DELAY)
+            try:
+                conn.fill()
+                answered_early = True
+            except TimeoutError:
+                answered_early = False
+            tls.settimeout(HTTP_TIMEOUT)
+            if not answered_early:
+                tls.sendall(body)
+            status, headers = conn.response()
+            expect(status == 400, f"HTTP {status} for a JSON body")
+            if "close" in headers.get("connection", "").lower():
+                return
+            form = b"grant_type=password"
+            try:
+                if answered_early:
+                    tls.sendall(body)
+                tls.sendall(request("application/x-www-form-urlencoded", form) + form)
+                status, _ = conn.response()
+            except OSError as e:
+                raise Failure(
+                    "lanyard closed the connection after its 400 without `Connection: close`; the next "
+                    f"request on it got {type(e).__name__}: {e} (httpx: RemoteProtocolError)"
+                ) from e
+            expect(status == 400, f"HTTP {status} for an unknown grant type")
 
 
 def check_expiry(lanyard, tools, pyjwt, introspection, token, claims):
