@@ -15,6 +15,7 @@ pub mod bench;
 pub mod node_client;
 pub mod postgres;
 pub mod python;
+pub mod running;
 pub mod tasks;
 pub mod workload;
 

@@ -3,15 +3,14 @@
 //! C-core) on the agent's socket without an authority override.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use lanyard_e2e::lanyard_bin;
 use lanyard_e2e::python::{ensure_python_packages, repo_root};
+use lanyard_e2e::running::Running;
 use lanyard_e2e::workload::{Dev, free_port, lanyard_at, output_within};
 
 /// How long one external program (openssl, python) may run.
@@ -20,105 +19,6 @@ const PROGRAM_TIMEOUT: Duration = Duration::from_secs(60);
 // === OpenSSL ===
 
 const SERVER_ID: &str = "spiffe://example.org/openssl/server";
-
-/// A child process killed when dropped, with its output lines on a channel, each marked with
-/// whether it came from stdout (the two pipes are read by separate threads, so their lines
-/// interleave arbitrarily; a PEM block on stdout must not be cut by a stderr line).
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<(bool, String)>,
-}
-
-impl Running {
-    fn spawn(command: &mut Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        for (is_stdout, pipe) in [
-            (
-                true,
-                Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            ),
-            (false, Box::new(child.stderr.take().unwrap())),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send((is_stdout, line)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        Self { child, lines }
-    }
-
-    /// Collects output lines until one contains `marker`.
-    fn wait_for_line(&self, marker: &str, seen: &mut Vec<String>) {
-        let deadline = Instant::now() + PROGRAM_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok((_, line)) => {
-                    let found = line.contains(marker);
-                    seen.push(line);
-                    if found {
-                        return;
-                    }
-                }
-                Err(_) => panic!(
-                    "no line with `{marker}`; output so far:\n{}",
-                    seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Waits for the process to exit; returns its success and every output line: `seen` first,
-    /// then the rest of stdout, then the rest of stderr.
-    fn finish(mut self, seen: Vec<String>) -> (bool, String) {
-        let deadline = Instant::now() + PROGRAM_TIMEOUT;
-        drop(self.child.stdin.take());
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let mut keep = |(is_stdout, line): (bool, String)| {
-            if is_stdout {
-                stdout.push(line);
-            } else {
-                stderr.push(line);
-            }
-        };
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "did not exit; output:\n{}",
-                seen.join("\n")
-            );
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50)) {
-                keep(line);
-            }
-        };
-        // The readers end at EOF, once the process and its pipes are gone.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            keep(line);
-        }
-        let all: Vec<String> = seen.into_iter().chain(stdout).chain(stderr).collect();
-        (status.success(), all.join("\n"))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `openssl s_server` on a free loopback port with the files in `dir`, requiring a client
 /// certificate that verifies against `dir/bundle.pem`, for one connection. Returns once it
@@ -135,6 +35,7 @@ fn s_server(dir: &Path) -> (Running, u16) {
             .arg("-CAfile")
             .arg(dir.join("bundle.pem"))
             .args(["-Verify", "1", "-verify_return_error", "-naccept", "1"]),
+        PROGRAM_TIMEOUT,
     );
     let mut seen = Vec::new();
     server.wait_for_line("ACCEPT", &mut seen);
@@ -148,10 +49,10 @@ fn s_client(port: u16, args: &[&std::ffi::OsStr]) -> (bool, String) {
             .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
             .args(["-verify_return_error", "-showcerts"])
             .args(args),
+        PROGRAM_TIMEOUT,
     );
-    let mut stdin = client.child.stdin.take().unwrap();
-    let _ = stdin.write_all(b"hello from s_client\n");
-    drop(stdin);
+    // s_client may be gone already (a refused handshake): finish reports that.
+    let _ = client.send("hello from s_client\n");
     client.finish(Vec::new())
 }
 
@@ -317,6 +218,7 @@ fn python_grpcio_is_served_on_the_real_socket_without_an_authority_override() {
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/workload_agent.py"))
             .arg(&dev.socket)
             .arg(&stubs),
+        PROGRAM_TIMEOUT,
     );
     let mut seen = Vec::new();
     let result = json_line(&python, &mut seen, "\"many_calls\"");
