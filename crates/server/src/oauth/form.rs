@@ -31,15 +31,16 @@ pub(crate) async fn read(request: Request<Incoming>, max: usize) -> Result<Form,
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 OAuthError::too_large(max)
             } else {
                 OAuthError::invalid_request("the request body could not be read")
             }
         })?
         .to_bytes();
-    if content_type.split(';').next().map(str::trim) != Some("application/x-www-form-urlencoded")
-    {
+    if content_type.split(';').next().map(str::trim) != Some("application/x-www-form-urlencoded") {
         return Err(OAuthError::invalid_request(
             "the body must be application/x-www-form-urlencoded",
         ));
