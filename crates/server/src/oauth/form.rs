@@ -10,6 +10,8 @@ use hyper::body::Incoming;
 
 use super::OAuthError;
 
+const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+
 /// Most parameters in one request; the grants use at most eight.
 const MAX_PARAMETERS: usize = 32;
 
@@ -27,20 +29,14 @@ pub(crate) async fn read(request: Request<Incoming>, max: usize) -> Result<Form,
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let body = Limited::new(request.into_body(), max)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                OAuthError::too_large(max)
-            } else {
-                OAuthError::invalid_request("the request body could not be read")
-            }
-        })?
-        .to_bytes();
-    if content_type.split(';').next().map(str::trim) != Some("application/x-www-form-urlencoded") {
+    let body = match Limited::new(request.into_body(), max).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(OAuthError::too_large(max));
+        }
+        Err(_) => return Err(OAuthError::invalid_request("the body could not be read")),
+    };
+    if content_type.split(';').next().map(str::trim) != Some(FORM_CONTENT_TYPE) {
         return Err(OAuthError::invalid_request(
             "the body must be application/x-www-form-urlencoded",
         ));
