@@ -220,4 +220,51 @@ access_token_ttl = "{ACCESS_TOKEN_TTL_SECS}s"
         log_tail(&server.log())
     );
     println!("{output}");
+
+    // Refusals are in the audit log with their RFC 6749 error (the first ones of the script's
+    // burst: one peer's refusals are recorded at a bounded rate, the rest counted in the next
+    // record); every token issued is a grant there, and a task the administrator sees.
+    let records = |kind: &str| {
+        server
+            .cli(&["audit", "list", "--kind", kind, "--output", "json"])
+            .json()["records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let refused: Vec<String> = records("oauth.refused")
+        .iter()
+        .map(|r| {
+            r["details"]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    for error in [
+        "unsupported_grant_type",
+        "invalid_grant",
+        "invalid_client",
+        "invalid_target",
+        "invalid_request",
+    ] {
+        assert!(
+            refused.iter().any(|e| e == error),
+            "{error} not recorded: {refused:?}"
+        );
+    }
+    let granted = records("oauth.granted");
+    assert!(!granted.is_empty());
+    let tasks = server.cli(&["task", "list", "--output", "json"]).json();
+    for grant in &granted {
+        let id = grant["subject"].as_str().unwrap();
+        assert!(
+            tasks["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["id"] == id),
+            "the token of grant {grant} is no task"
+        );
+    }
 }
