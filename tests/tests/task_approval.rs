@@ -234,18 +234,23 @@ fn ledger_parent(setup: &Setup) -> (String, String) {
     )
 }
 
-#[test]
-fn a_delegated_grant_waits_for_approval_and_is_issued_under_its_parent() {
-    let setup = Setup::start("10m");
-    let (parent_id, parent_token) = ledger_parent(&setup);
-    let waiting = setup.begin_waiting(&[
+/// A ledger task delegated from `parent_token`, begun in the background: it waits for approval.
+fn begin_ledger_child(setup: &Setup, parent_token: &str) -> Child {
+    setup.begin_waiting(&[
         "--audience",
         "ledger",
         "--op",
         "post",
         "--parent-token",
-        &parent_token,
-    ]);
+        parent_token,
+    ])
+}
+
+#[test]
+fn a_delegated_grant_waits_for_approval_and_is_issued_under_its_parent() {
+    let setup = Setup::start("10m");
+    let (parent_id, parent_token) = ledger_parent(&setup);
+    let waiting = begin_ledger_child(&setup, &parent_token);
     let approval = setup.pending();
     assert_eq!(
         approval["policy_ids"],
@@ -292,14 +297,7 @@ fn a_delegated_grant_waits_for_approval_and_is_issued_under_its_parent() {
 fn an_approved_delegation_whose_parent_ended_meanwhile_is_refused() {
     let setup = Setup::start("10m");
     let (parent_id, parent_token) = ledger_parent(&setup);
-    let waiting = setup.begin_waiting(&[
-        "--audience",
-        "ledger",
-        "--op",
-        "post",
-        "--parent-token",
-        &parent_token,
-    ]);
+    let waiting = begin_ledger_child(&setup, &parent_token);
     let approval = setup.pending();
     setup
         .0

@@ -351,14 +351,7 @@ impl Ca {
         self.check_id(&req.spiffe_id)?;
         jwt::check_request(req)?;
         let ttl = ttl_secs(req.ttl.unwrap_or(self.jwt_svid_ttl))?;
-        let now = self.now_secs()?;
-        let key = self
-            .read()
-            .active_jwt
-            .clone()
-            .filter(|k| now < k.not_after)
-            .ok_or(CaError::NoActiveAuthority { kind: "JWT" })?;
-        let exp = now.saturating_add(ttl).min(key.not_after);
+        let (key, now, exp) = self.jwt_key_for(ttl)?;
         let token = key.signer.sign(req, now, exp)?;
         Ok(JwtSvid {
             token,
@@ -376,13 +369,21 @@ impl Ca {
         if req.audience.is_empty() || req.subject.is_empty() || req.jti.is_empty() {
             return Err(CaError::IncompleteAccessToken);
         }
-        if let Some(name) = jwt::RESERVED_CLAIMS
-            .iter()
-            .find(|name| req.extra_claims.contains_key(**name))
-        {
-            return Err(CaError::ReservedClaim((*name).to_owned()));
-        }
+        jwt::check_extra_claims(&req.extra_claims)?;
         let ttl = ttl_secs(req.ttl)?;
+        let (key, now, exp) = self.jwt_key_for(ttl)?;
+        let token = key.signer.sign_access_token(req, now, exp)?;
+        Ok(AccessToken {
+            token,
+            issued_at: to_time(now),
+            expires_at: to_time(exp),
+            key_id: key.signer.kid().to_owned(),
+        })
+    }
+
+    /// The active JWT key, and `now` and the expiry of a token lasting `ttl` seconds: capped at
+    /// the key's expiry, so the key stays in the bundle as long as any token it signed.
+    fn jwt_key_for(&self, ttl: u64) -> Result<(Arc<JwtKey>, u64, u64), CaError> {
         let now = self.now_secs()?;
         let key = self
             .read()
@@ -391,13 +392,7 @@ impl Ca {
             .filter(|k| now < k.not_after)
             .ok_or(CaError::NoActiveAuthority { kind: "JWT" })?;
         let exp = now.saturating_add(ttl).min(key.not_after);
-        let token = key.signer.sign_access_token(req, now, exp)?;
-        Ok(AccessToken {
-            token,
-            issued_at: to_time(now),
-            expires_at: to_time(exp),
-            key_id: key.signer.kid().to_owned(),
-        })
+        Ok((key, now, exp))
     }
 
     fn mint_for_key(&self, key: &LeafKey, req: &X509SvidRequest) -> Result<X509Svid, CaError> {

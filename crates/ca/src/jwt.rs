@@ -209,11 +209,18 @@ pub(crate) fn check_request(req: &JwtSvidRequest) -> Result<(), CaError> {
     if req.audience.is_empty() || req.audience.iter().any(String::is_empty) {
         return Err(CaError::EmptyAudience);
     }
-    if let Some(name) = RESERVED_CLAIMS
+    check_extra_claims(&req.extra_claims)
+}
+
+/// Refuses extra claims that would override one the CA sets itself.
+pub(crate) fn check_extra_claims(
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), CaError> {
+    match RESERVED_CLAIMS
         .iter()
-        .find(|name| req.extra_claims.contains_key(**name))
+        .find(|name| claims.contains_key(**name))
     {
-        return Err(CaError::ReservedClaim((*name).to_owned()));
+        Some(name) => Err(CaError::ReservedClaim((*name).to_owned())),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use lanyard_core::{BundleSet, verify_jwt_svid};
 use lanyard_store::TaskRecord;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::ServerState;
 use crate::identity::Principal;
@@ -106,7 +106,7 @@ impl Delegation {
             .and_then(Value::as_str)
             .ok_or("the stored parent of this approval is unreadable")?;
         let parent = Parent {
-            task: live_task(state, task_id, now).await?,
+            task: live_task(state, task_id, "parent", now).await?,
             chain: stored
                 .get("chain")
                 .and_then(Value::as_array)
@@ -129,25 +129,64 @@ impl Delegation {
     }
 }
 
-/// The parent task `id`, if it exists, has not ended and has not expired.
-async fn live_task(state: &ServerState, id: &str, now: SystemTime) -> Result<TaskRecord, String> {
+/// The task `id`, if it exists, has not ended and has not expired. `role` names it in the
+/// reason ("the parent task has ended").
+async fn live_task(
+    state: &ServerState,
+    id: &str,
+    role: &str,
+    now: SystemTime,
+) -> Result<TaskRecord, String> {
     let task = state
         .store
         .get_task(id)
         .await
         .map_err(|e| {
-            tracing::error!(error = %e, "cannot read a parent task");
-            "the parent task cannot be read now; retry later".to_owned()
+            tracing::error!(error = %e, "cannot read a task");
+            format!("the {role} task cannot be read now; retry later")
         })?
-        .ok_or_else(|| "the parent task does not exist".to_owned())?;
+        .ok_or_else(|| format!("the {role} task does not exist"))?;
     if task.ended_at.is_some() {
-        return Err("the parent task has ended".to_owned());
+        return Err(format!("the {role} task has ended"));
     }
     // Checked on the record too: JWT validation allows a little clock skew.
     if task.expires_at <= now {
-        return Err("the parent task has expired".to_owned());
+        return Err(format!("the {role} task has expired"));
     }
     Ok(task)
+}
+
+/// The live task a task token names, with the token's verified claims, if the token is the
+/// task's own: signed by this trust domain, its `jti` and `sub` those of the task (a token of
+/// another task naming it is forged). `role` names the token in the reason ("parent",
+/// "subject"), which is meant for the caller.
+pub(crate) async fn live_task_of(
+    state: &ServerState,
+    token: &str,
+    role: &str,
+    now: SystemTime,
+) -> Result<(TaskRecord, Map<String, Value>), String> {
+    let audience = unverified_audience(token)
+        .ok_or_else(|| format!("the {role} token is not a task token"))?;
+    let mut bundles = BundleSet::new();
+    bundles.insert(state.authority.trust_bundle());
+    let verified = verify_jwt_svid(token, &audience, &bundles, now)
+        .map_err(|e| format!("the {role} token is not valid: {e}"))?;
+    let claims = verified.claims();
+    let task_id = claims
+        .get(CLAIM)
+        .and_then(|c| c.get("txn"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("the {role} token is not a task token"))?;
+    let task = live_task(state, task_id, role, now).await?;
+    if claims.get("jti").and_then(Value::as_str) != Some(task.token_id.as_str())
+        || verified.spiffe_id() != &task.spiffe_id
+    {
+        return Err(format!(
+            "the {role} token does not belong to the task it names"
+        ));
+    }
+    Ok((task, claims.clone()))
 }
 
 impl Parent {
@@ -157,25 +196,7 @@ impl Parent {
         token: &str,
         now: SystemTime,
     ) -> Result<Self, String> {
-        let audience = unverified_audience(token)
-            .ok_or_else(|| "the parent token is not a task token".to_owned())?;
-        let mut bundles = BundleSet::new();
-        bundles.insert(state.authority.trust_bundle());
-        let verified = verify_jwt_svid(token, &audience, &bundles, now)
-            .map_err(|e| format!("the parent token is not valid: {e}"))?;
-        let claims = verified.claims();
-        let task_id = claims
-            .get(CLAIM)
-            .and_then(|c| c.get("txn"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| "the parent token is not a task token".to_owned())?;
-        let task = live_task(state, task_id, now).await?;
-        // The token must be this task's own: a token of another task naming it is forged.
-        if claims.get("jti").and_then(Value::as_str) != Some(task.token_id.as_str())
-            || verified.spiffe_id() != &task.spiffe_id
-        {
-            return Err("the parent token does not belong to the task it names".to_owned());
-        }
+        let (task, claims) = live_task_of(state, token, "parent", now).await?;
         let principal = claims
             .get(CLAIM)
             .and_then(|c| c.get("obo"))

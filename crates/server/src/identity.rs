@@ -120,6 +120,14 @@ impl Principal {
         !self.issuer.is_empty()
     }
 
+    /// What the policies see of a task's principal: `on_behalf_of`, `on_behalf_of_verified`,
+    /// `on_behalf_of_issuer` (empty, false, empty for none).
+    pub(crate) fn grant_context(principal: Option<&Self>) -> (String, bool, String) {
+        principal.map_or_else(Default::default, |p| {
+            (p.name.clone(), p.verified(), p.issuer.clone())
+        })
+    }
+
     /// The token's `obo` member: `{"sub", "iss"?, "verified"}`.
     pub(crate) fn claim(&self) -> Value {
         let mut claim = json!({ "sub": self.name, "verified": self.verified() });

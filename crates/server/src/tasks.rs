@@ -83,6 +83,8 @@ pub(crate) async fn begin(
             return Err(refused(reason.clone(), Status::permission_denied(reason)).await);
         }
     };
+    let (on_behalf_of, on_behalf_of_verified, on_behalf_of_issuer) =
+        Principal::grant_context(principal.as_ref());
     let grant = GrantRequest {
         principal: workload.clone(),
         selectors: entry.selectors().clone(),
@@ -90,15 +92,9 @@ pub(crate) async fn begin(
         operations: request.operations.clone(),
         ttl_seconds: requested_ttl,
         purpose: request.purpose.clone(),
-        on_behalf_of: principal
-            .as_ref()
-            .map(|p| p.name.clone())
-            .unwrap_or_default(),
-        on_behalf_of_verified: principal.as_ref().is_some_and(Principal::verified),
-        on_behalf_of_issuer: principal
-            .as_ref()
-            .map(|p| p.issuer.clone())
-            .unwrap_or_default(),
+        on_behalf_of,
+        on_behalf_of_verified,
+        on_behalf_of_issuer,
         delegation_depth: delegated.as_ref().map_or(0, |d| d.depth),
         root_principal: delegated
             .as_ref()

@@ -32,7 +32,7 @@ use serde_json::{Map, Value, json};
 
 use super::form::Form;
 use super::{OAuth, json_response};
-use crate::delegation::unverified_audience;
+use crate::delegation::{live_task_of, unverified_audience};
 use crate::identity::Principal;
 use crate::tasks::{CLAIM, MAX_TASK_TTL, decision_details, random_id, refusal_message, sha256_hex};
 use crate::{ServerState, audit, unix_seconds};
@@ -292,9 +292,9 @@ async fn token_exchange(
             "actor_token is not supported: the authenticated client is the actor",
         ));
     }
-    let (task, claims) = live_task(state, subject).await.map_err(|e| {
-        OAuthError::invalid_request(format!("the subject token is not usable: {e}"))
-    })?;
+    let (task, claims) = live_task_of(state, subject, "subject", state.clock.now())
+        .await
+        .map_err(OAuthError::invalid_request)?;
     if task.spiffe_id != client {
         return Err(OAuthError::invalid_request(
             "the subject token belongs to another workload than the client",
@@ -366,6 +366,8 @@ async fn issue(state: &ServerState, oauth: &OAuth, grant: Grant) -> Result<Value
             .to_owned()
     };
     let policies = state.policies.current();
+    let (on_behalf_of, on_behalf_of_verified, on_behalf_of_issuer) =
+        Principal::grant_context(principal.as_ref());
     let request = GrantRequest {
         principal: grant.workload.clone(),
         selectors: entry.selectors().clone(),
@@ -373,15 +375,9 @@ async fn issue(state: &ServerState, oauth: &OAuth, grant: Grant) -> Result<Value
         operations: grant.scopes.clone(),
         ttl_seconds: oauth.access_token_ttl.as_secs(),
         purpose: String::new(),
-        on_behalf_of: principal
-            .as_ref()
-            .map(|p| p.name.clone())
-            .unwrap_or_default(),
-        on_behalf_of_verified: principal.as_ref().is_some_and(Principal::verified),
-        on_behalf_of_issuer: principal
-            .as_ref()
-            .map(|p| p.issuer.clone())
-            .unwrap_or_default(),
+        on_behalf_of,
+        on_behalf_of_verified,
+        on_behalf_of_issuer,
         delegation_depth: grant.parent.as_ref().map_or(0, |(t, _)| t.depth),
         root_principal: hop_sub(chain.first()),
         parent_workload: hop_sub(chain.last()),
@@ -662,46 +658,6 @@ fn verify_svid(
         ));
     }
     Ok(svid)
-}
-
-/// The task a task token names, if the token is its own (signature, `jti`, `sub`) and the task
-/// has neither ended nor expired; with the token's verified claims.
-async fn live_task(
-    state: &ServerState,
-    token: &str,
-) -> Result<(TaskRecord, Map<String, Value>), String> {
-    let now = state.clock.now();
-    let audience = unverified_audience(token).ok_or("it is not a JWT with an audience")?;
-    let mut bundles = BundleSet::new();
-    bundles.insert(state.authority.trust_bundle());
-    let verified = verify_jwt_svid(token, &audience, &bundles, now).map_err(|e| e.to_string())?;
-    let claims = verified.claims();
-    let task_id = claims
-        .get(CLAIM)
-        .and_then(|c| c.get("txn"))
-        .and_then(Value::as_str)
-        .ok_or("it is not a task token")?;
-    let task = state
-        .store
-        .get_task(task_id)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot read a task");
-            "the task cannot be read now".to_owned()
-        })?
-        .ok_or("its task does not exist")?;
-    if claims.get("jti").and_then(Value::as_str) != Some(task.token_id.as_str())
-        || verified.spiffe_id() != &task.spiffe_id
-    {
-        return Err("it does not belong to the task it names".to_owned());
-    }
-    if task.ended_at.is_some() {
-        return Err("its task has ended".to_owned());
-    }
-    if task.expires_at <= now {
-        return Err("its task has expired".to_owned());
-    }
-    Ok((task, claims.clone()))
 }
 
 /// An entry through which `workload` holds its SPIFFE ID (the first, if several).
