@@ -9,8 +9,8 @@ use lanyard_core::{EntryId, RegistrationEntry, SpiffeId, TrustDomain};
 use crate::{
     AgentFilter, AgentInfo, AgentRenewal, Approval, ApprovalState, AttestedAgent, AuditAppend,
     AuditFilter, AuditRow, Backend, BundleRecord, BundleWrite, CaJournal, EntryChanges,
-    EntryFilter, JoinTokenGrant, Page, PageRequest, Result, StoredCheckpoint, TaskFilter,
-    TaskRecord,
+    EntryFilter, JoinTokenGrant, Page, PageRequest, Result, ServerInfo, ServerRecord,
+    StoredCheckpoint, TaskFilter, TaskRecord,
 };
 
 /// The server's durable state. Every method that writes is one transaction: it happens entirely
@@ -174,6 +174,16 @@ pub trait DataStore: Send + Sync + fmt::Debug {
         data: &[u8],
         expected_version: Option<u64>,
     ) -> Result<u64>;
+
+    // --- servers ---
+
+    /// Records that `server` is alive now (`last_seen` from the store's clock), creating its row
+    /// on its first beat. `signs_until` never moves back: a beat that names an earlier time
+    /// keeps the later one, since credentials already handed out do not expire sooner.
+    async fn server_heartbeat(&self, server: &ServerInfo) -> Result<ServerRecord>;
+
+    /// Every server that has ever beaten on this datastore, ordered by id.
+    async fn list_servers(&self) -> Result<Vec<ServerRecord>>;
 
     // --- audit log ---
 

@@ -28,6 +28,6 @@ pub use model::{
     AgentFilter, AgentInfo, AgentRenewal, Approval, ApprovalState, AttestedAgent, AuditAppend,
     AuditFilter, AuditRow, Backend, BundleRecord, BundleWrite, CaJournal, EntryChange,
     EntryChanges, EntryFilter, JoinTokenGrant, Page, PageRequest, SelectorFilter, SelectorMatch,
-    StoredCheckpoint, TaskFilter, TaskRecord,
+    ServerInfo, ServerRecord, StoredCheckpoint, TaskFilter, TaskRecord,
 };
 pub use sql::{StoreConfig, connect, open};

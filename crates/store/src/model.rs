@@ -174,6 +174,32 @@ pub struct CaJournal {
     pub updated_at: SystemTime,
 }
 
+/// What a server says about itself at each heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The id that names its CA journal (16 hex digits, kept in its data directory).
+    pub server_id: String,
+    /// Where its node API listens (`host:port`).
+    pub node_address: String,
+    /// Where its `/ready` is served, if anywhere.
+    pub health_address: Option<String>,
+    /// The lanyard version it runs.
+    pub version: String,
+    pub started_at: SystemTime,
+    /// When its active X.509 authority expires.
+    pub ca_expires_at: Option<SystemTime>,
+    /// No credential it has handed out (or will before its next beat) is valid after this.
+    pub signs_until: SystemTime,
+}
+
+/// A server as of its last heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerRecord {
+    pub info: ServerInfo,
+    /// When it last beat, by the store's clock.
+    pub last_seen: SystemTime,
+}
+
 /// An audit record to append; the store gives it its `seq` and `time`.
 ///
 /// The store keeps the fields verbatim; the server builds them with `lanyard_policy::audit`'s

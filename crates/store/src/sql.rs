@@ -18,8 +18,8 @@ use crate::db::{Pool, Stmt};
 use crate::{
     AgentFilter, AgentInfo, AgentRenewal, Approval, ApprovalState, AttestedAgent, AuditAppend,
     AuditFilter, AuditRow, Backend, BundleRecord, BundleWrite, CaJournal, DataStore, EntryChanges,
-    EntryFilter, Error, JoinTokenGrant, Page, PageRequest, Result, StoredCheckpoint, TaskFilter,
-    TaskRecord,
+    EntryFilter, Error, JoinTokenGrant, Page, PageRequest, Result, ServerInfo, ServerRecord,
+    StoredCheckpoint, TaskFilter, TaskRecord,
 };
 
 mod agents;
@@ -28,6 +28,7 @@ mod audit;
 mod bundles;
 mod entries;
 mod journal;
+mod servers;
 mod tasks;
 mod tokens;
 
@@ -78,6 +79,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "approvals",
         include_str!("../migrations/sqlite/0005_approvals.sql"),
         include_str!("../migrations/postgres/0005_approvals.sql"),
+    ),
+    (
+        8,
+        "servers",
+        include_str!("../migrations/sqlite/0008_servers.sql"),
+        include_str!("../migrations/postgres/0008_servers.sql"),
     ),
 ];
 
@@ -535,6 +542,14 @@ impl DataStore for SqlStore {
         expected_version: Option<u64>,
     ) -> Result<u64> {
         journal::put(self, server_id, data, expected_version).await
+    }
+
+    async fn server_heartbeat(&self, server: &ServerInfo) -> Result<ServerRecord> {
+        servers::heartbeat(self, server).await
+    }
+
+    async fn list_servers(&self) -> Result<Vec<ServerRecord>> {
+        servers::list(self).await
     }
 
     async fn append_audit(&self, record: &AuditAppend) -> Result<AuditRow> {

@@ -89,7 +89,8 @@ impl Ctx {
              DROP TABLE IF EXISTS join_tokens; DROP TABLE IF EXISTS bundles; \
              DROP TABLE IF EXISTS ca_journals; DROP TABLE IF EXISTS events; \
              DROP TABLE IF EXISTS audit_log; DROP TABLE IF EXISTS audit_checkpoints; \
-             DROP TABLE IF EXISTS tasks; DROP TABLE IF EXISTS approvals;",
+             DROP TABLE IF EXISTS tasks; DROP TABLE IF EXISTS approvals; \
+             DROP TABLE IF EXISTS servers;",
         )
         .await;
         let backend = self.store.backend();
@@ -260,6 +261,7 @@ suite!(
     join_token_stored_hashed,
     bundle_sequence,
     ca_journal_optimistic_concurrency,
+    servers_beat_and_are_listed,
     audit_append_and_list,
     audit_batch_append,
     audit_concurrent_appends,

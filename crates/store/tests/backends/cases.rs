@@ -11,7 +11,7 @@ use lanyard_core::{
 use lanyard_store::{
     AgentFilter, AgentInfo, AgentRenewal, Approval, ApprovalState, AuditAppend, AuditFilter,
     BundleWrite, EntryChange, EntryFilter, Error, PageRequest, SelectorFilter, SelectorMatch,
-    StoredCheckpoint, TaskFilter, TaskRecord,
+    ServerInfo, StoredCheckpoint, TaskFilter, TaskRecord,
 };
 
 use crate::Ctx;
@@ -2662,4 +2662,61 @@ pub(crate) async fn approvals_move_from_pending_once(ctx: Ctx) {
             .await,
         Err(Error::NotFound { .. })
     ));
+}
+
+pub(crate) async fn servers_beat_and_are_listed(ctx: Ctx) {
+    assert!(ctx.store.list_servers().await.unwrap().is_empty());
+    let start = ctx.clock.now();
+    let info = |id: &str, signs_until: SystemTime| ServerInfo {
+        server_id: id.to_owned(),
+        node_address: "127.0.0.1:8081".to_owned(),
+        health_address: Some("127.0.0.1:8080".to_owned()),
+        version: "0.1.0".to_owned(),
+        started_at: start,
+        ca_expires_at: Some(start + Duration::from_secs(86_400)),
+        signs_until,
+    };
+    let first = ctx
+        .store
+        .server_heartbeat(&info("b", start + Duration::from_secs(3600)))
+        .await
+        .unwrap();
+    assert_eq!(first.info, info("b", start + Duration::from_secs(3600)));
+    assert_eq!(first.last_seen, start);
+
+    // A later beat moves last_seen; signs_until never moves back.
+    ctx.clock.advance(Duration::from_secs(5));
+    let second = ctx
+        .store
+        .server_heartbeat(&info("b", start + Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_eq!(second.last_seen, start + Duration::from_secs(5));
+    assert_eq!(second.info.signs_until, start + Duration::from_secs(3600));
+    let mut without_health = info("a", start + Duration::from_secs(7200));
+    without_health.health_address = None;
+    without_health.ca_expires_at = None;
+    ctx.store.server_heartbeat(&without_health).await.unwrap();
+
+    let listed = ctx.store.list_servers().await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.info.server_id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(listed[0].info, without_health);
+    assert_eq!(listed[1], second);
+
+    // Empty or oversized fields are refused, and nothing is written.
+    let mut empty = info("", start);
+    assert!(matches!(
+        ctx.store.server_heartbeat(&empty).await,
+        Err(Error::InvalidArgument { field: "server_id", .. })
+    ));
+    empty.server_id = "c".to_owned();
+    empty.node_address = "x".repeat(10_000);
+    assert!(matches!(
+        ctx.store.server_heartbeat(&empty).await,
+        Err(Error::InvalidArgument { field: "node_address", .. })
+    ));
+    assert_eq!(ctx.store.list_servers().await.unwrap().len(), 2);
 }
