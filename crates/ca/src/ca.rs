@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +41,9 @@ pub struct Ca {
     keys: Arc<dyn KeyManager>,
     clock: SharedClock,
     state: RwLock<State>,
+    /// The latest expiry (Unix seconds) of anything this CA signed since it was loaded: servers
+    /// sharing a datastore keep a dead server's authorities until then.
+    signed_until: AtomicU64,
 }
 
 /// What an X509-SVID should say besides its public key.
@@ -82,6 +86,13 @@ pub struct AuthorityInfo {
     pub tainted: bool,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
+}
+
+/// Whether a minted SVID leaves this process, and so counts in [`Ca::signed_until`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandedOut {
+    Yes,
+    No,
 }
 
 /// What a state-changing call changed.
@@ -195,6 +206,7 @@ impl Ca {
                 active_jwt: None,
                 pending_deletions: Vec::new(),
             }),
+            signed_until: AtomicU64::new(0),
         };
         {
             let mut st = ca.write();
@@ -322,7 +334,20 @@ impl Ca {
     ) -> Result<X509Svid, CaError> {
         self.check_id(&req.spiffe_id)?;
         let key = LeafKey::from_spki_der(public_key_der)?;
-        self.mint_for_key(&key, req)
+        self.mint_for_key(&key, req, HandedOut::Yes)
+    }
+
+    /// Mints an X509-SVID for this process's own use (a server's TLS identity), whose key lives
+    /// only in its memory: it does not count in [`signed_until`](Self::signed_until), since
+    /// nobody can present it once the process is gone.
+    pub fn mint_own_x509_svid(
+        &self,
+        public_key_der: &[u8],
+        req: &X509SvidRequest,
+    ) -> Result<X509Svid, CaError> {
+        self.check_id(&req.spiffe_id)?;
+        let key = LeafKey::from_spki_der(public_key_der)?;
+        self.mint_for_key(&key, req, HandedOut::No)
     }
 
     /// Mints an X509-SVID from a DER PKCS#10 CSR. The CSR's signature is verified; only its
@@ -342,7 +367,7 @@ impl Ca {
         req: &X509SvidRequest,
     ) -> Result<X509Svid, CaError> {
         self.check_id(&req.spiffe_id)?;
-        self.mint_for_key(&csr.0, req)
+        self.mint_for_key(&csr.0, req, HandedOut::Yes)
     }
 
     /// Signs a JWT-SVID with the active JWT key. `exp` is capped at the key's expiry, so the key
@@ -353,6 +378,7 @@ impl Ca {
         let ttl = ttl_secs(req.ttl.unwrap_or(self.jwt_svid_ttl))?;
         let (key, now, exp) = self.jwt_key_for(ttl)?;
         let token = key.signer.sign(req, now, exp)?;
+        self.signed_until.fetch_max(exp, Ordering::Relaxed);
         Ok(JwtSvid {
             token,
             spiffe_id: req.spiffe_id.clone(),
@@ -373,6 +399,7 @@ impl Ca {
         let ttl = ttl_secs(req.ttl)?;
         let (key, now, exp) = self.jwt_key_for(ttl)?;
         let token = key.signer.sign_access_token(req, now, exp)?;
+        self.signed_until.fetch_max(exp, Ordering::Relaxed);
         Ok(AccessToken {
             token,
             issued_at: to_time(now),
@@ -395,7 +422,12 @@ impl Ca {
         Ok((key, now, exp))
     }
 
-    fn mint_for_key(&self, key: &LeafKey, req: &X509SvidRequest) -> Result<X509Svid, CaError> {
+    fn mint_for_key(
+        &self,
+        key: &LeafKey,
+        req: &X509SvidRequest,
+        handed_out: HandedOut,
+    ) -> Result<X509Svid, CaError> {
         let ttl = ttl_secs(req.ttl.unwrap_or(self.x509_svid_ttl))?;
         let now = self.now_secs()?;
         let signer = self
@@ -418,6 +450,9 @@ impl Ca {
                 not_after,
             },
         )?;
+        if handed_out == HandedOut::Yes {
+            self.signed_until.fetch_max(not_after, Ordering::Relaxed);
+        }
         let mut cert_chain = Vec::with_capacity(1 + signer.chain.len());
         cert_chain.push(leaf);
         cert_chain.extend(signer.chain.iter().cloned());
@@ -428,6 +463,15 @@ impl Ca {
             not_after: to_time(not_after),
             authority_id: signer.id.clone(),
         })
+    }
+
+    /// The latest expiry of any SVID or token this CA signed since it was loaded (`None` before
+    /// the first).
+    pub fn signed_until(&self) -> Option<SystemTime> {
+        match self.signed_until.load(Ordering::Relaxed) {
+            0 => None,
+            secs => Some(to_time(secs)),
+        }
     }
 
     fn check_id(&self, id: &SpiffeId) -> Result<(), CaError> {

@@ -773,6 +773,66 @@ pub(crate) async fn jwt_mint(args: JwtMintArgs, opts: &AdminOpts) -> anyhow::Res
     }
 }
 
+/// `lanyard server list`: the servers sharing the datastore, by their last heartbeat.
+pub(crate) async fn server_list(opts: &AdminOpts) -> anyhow::Result<()> {
+    let servers = client(opts)
+        .await?
+        .list_servers(pb::ListServersRequest {})
+        .await
+        .map_err(rpc_error)?
+        .into_inner()
+        .servers;
+    if opts.output == OutputFormat::Json {
+        return print_json(&servers);
+    }
+    let rows: Vec<Vec<String>> = servers
+        .iter()
+        .map(|s| {
+            let status = match (s.live, s.retired) {
+                (true, _) => "live",
+                (false, false) => "silent",
+                (false, true) => "retired",
+            };
+            let id = if s.answering {
+                format!("{} *", s.server_id)
+            } else {
+                s.server_id.clone()
+            };
+            vec![
+                id,
+                status.to_owned(),
+                s.node_address.clone(),
+                if s.health_address.is_empty() {
+                    "-".to_owned()
+                } else {
+                    s.health_address.clone()
+                },
+                s.version.clone(),
+                unix_time(s.last_seen),
+                unix_time(s.ca_expires_at),
+                unix_time(s.signs_until),
+            ]
+        })
+        .collect();
+    out!(
+        "{}",
+        table(
+            &[
+                "SERVER (* = this one)",
+                "STATUS",
+                "NODE API",
+                "HEALTH",
+                "VERSION",
+                "LAST SEEN",
+                "CA EXPIRES",
+                "SIGNED UNTIL",
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
 pub(crate) async fn server_healthcheck(opts: &AdminOpts) -> anyhow::Result<()> {
     let health = client(opts)
         .await?

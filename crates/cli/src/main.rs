@@ -97,6 +97,8 @@ enum ServerCommand {
     Run(Box<server::ServerRunArgs>),
     /// Ask a running server whether its datastore and CA work.
     Healthcheck(AdminOpts),
+    /// The servers sharing the datastore: live or not, addresses, CA expiry.
+    List(AdminOpts),
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +155,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Server(ServerCommand::Run(args)) => server::run(*args).await,
         Command::Server(ServerCommand::Healthcheck(opts)) => admin::server_healthcheck(&opts).await,
+        Command::Server(ServerCommand::List(opts)) => admin::server_list(&opts).await,
         Command::Entry { command, opts } => admin::entry(command, &opts).await,
         Command::Token { command, opts } => admin::token(command, &opts).await,
         Command::Dev(args) => dev::run(args).await,

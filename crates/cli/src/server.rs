@@ -74,6 +74,8 @@ struct ServerFile {
     approval_timeout: Option<String>,
     #[serde(default)]
     audit: AuditFile,
+    /// How often the server records that it is alive in the datastore (default 5s).
+    heartbeat_interval: Option<String>,
     /// `[[identity_providers]]`: whose tokens name the people tasks act for.
     #[serde(default)]
     identity_providers: Vec<IdentityProviderFile>,
@@ -296,6 +298,14 @@ impl ServerRunArgs {
             );
             config.audit_checkpoint_interval = interval;
         }
+        if let Some(interval) = duration("heartbeat_interval", file.heartbeat_interval.as_ref())? {
+            anyhow::ensure!(
+                interval >= std::time::Duration::from_secs(1)
+                    && interval <= std::time::Duration::from_secs(3600),
+                "config: heartbeat_interval must be between 1s and 1h"
+            );
+            config.heartbeat_interval = interval;
+        }
         let ca = &mut config.ca;
         if let Some(ttl) = self.ca_ttl.map(HumanDuration::get) {
             ca.ca_ttl = ttl;
@@ -408,6 +418,7 @@ mod tests {
         let file = write(
             "trust_domain = \"a.org\"\npolicy_dir = \"/etc/lanyard/policies\"\n\
              max_delegation_depth = 1\n\
+             heartbeat_interval = \"2s\"\n\
              [node_api]\nattestation_timeout = \"2s\"\n\
              max_attestation_bytes = 65536\nmax_connections = 3\nmax_streams_per_connection = 8\n\
              [retention]\nused_join_tokens = \"10m\"\n\
@@ -440,6 +451,7 @@ mod tests {
         );
         assert_eq!(config.audit_checkpoint_interval.as_secs(), 5);
         assert_eq!(config.max_delegation_depth, 1);
+        assert_eq!(config.heartbeat_interval.as_secs(), 2);
     }
 
     #[test]
@@ -491,6 +503,10 @@ mod tests {
             (
                 "trust_domain = \"a.org\"\n[audit]\ncheckpoint_interval = \"0s\"\n",
                 "audit.checkpoint_interval must be between",
+            ),
+            (
+                "trust_domain = \"a.org\"\nheartbeat_interval = \"0s\"\n",
+                "heartbeat_interval must be between 1s and 1h",
             ),
             (
                 "trust_domain = \"a.org\"\n[node_api]\nmax_connections = -1\n",

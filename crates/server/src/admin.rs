@@ -1201,4 +1201,42 @@ impl pb::admin_server::Admin for AdminService {
     ) -> Result<Response<pb::HealthResponse>, Status> {
         self.observe("Health", self.health_check()).await
     }
+
+    async fn list_servers(
+        &self,
+        _request: Request<pb::ListServersRequest>,
+    ) -> Result<Response<pb::ListServersResponse>, Status> {
+        self.observe("ListServers", async {
+            let records = self
+                .state
+                .store
+                .list_servers()
+                .await
+                .map_err(store_status)?;
+            let now = self.state.clock.now();
+            let interval = self.state.config.heartbeat_interval;
+            let servers = records
+                .into_iter()
+                .map(|record| {
+                    let live = crate::heartbeat::is_live(&record, now, interval);
+                    let info = record.info;
+                    pb::ServerStatus {
+                        answering: info.server_id == self.state.authority.server_id(),
+                        retired: info.signs_until < now,
+                        live,
+                        node_address: info.node_address,
+                        health_address: info.health_address.unwrap_or_default(),
+                        version: info.version,
+                        started_at: unix_seconds(info.started_at),
+                        last_seen: unix_seconds(record.last_seen),
+                        ca_expires_at: info.ca_expires_at.map_or(0, unix_seconds),
+                        signs_until: unix_seconds(info.signs_until),
+                        server_id: info.server_id,
+                    }
+                })
+                .collect();
+            Ok(pb::ListServersResponse { servers })
+        })
+        .await
+    }
 }

@@ -5,6 +5,7 @@
 //! rotation's journal is stored before its bundle is published, so a crash at any point leaves a
 //! journal that `Ca::load` can continue from (it retires an authority whose key is missing).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,6 +34,7 @@ pub(crate) struct Authority {
     journal_version: Mutex<Option<u64>>,
     /// The trust domain's bundle as last published or read from the datastore.
     published: std::sync::RwLock<Bundle>,
+    clock: SharedClock,
 }
 
 /// How often publishing the bundle is retried when other servers publish at the same moment.
@@ -40,7 +42,6 @@ const PUBLISH_ATTEMPTS: usize = 5;
 
 /// True if both bundles hold the same X.509 and JWT authorities, in any order.
 fn same_authorities(a: &Bundle, b: &Bundle) -> bool {
-    use std::collections::BTreeSet;
     let x509 = |b: &Bundle| {
         b.x509_authorities()
             .iter()
@@ -70,12 +71,12 @@ impl Authority {
         let (ca, version) = match stored {
             Some(stored) => {
                 let journal = Journal::from_json(&stored.data)?;
-                let ca = Ca::load(ca_config, keys, journal, clock)?;
+                let ca = Ca::load(ca_config, keys, journal, clock.clone())?;
                 // Catch up with the time that passed while the server was down.
                 let _ = ca.tick()?;
                 (ca, Some(stored.version))
             }
-            None => (Ca::new(ca_config, keys, clock)?, None),
+            None => (Ca::new(ca_config, keys, clock.clone())?, None),
         };
         let published = std::sync::RwLock::new(ca.bundle());
         let authority = Self {
@@ -84,6 +85,7 @@ impl Authority {
             store,
             journal_version: Mutex::new(version),
             published,
+            clock,
         };
         authority.persist().await?;
         Ok(authority)
@@ -112,16 +114,32 @@ impl Authority {
         self.publish_bundle().await
     }
 
+    /// The other servers sharing the datastore whose credentials have all expired: their last
+    /// heartbeat's `signs_until` has passed (see `heartbeat`).
+    pub(crate) async fn retired_servers(&self) -> Result<BTreeSet<String>, lanyard_store::Error> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .list_servers()
+            .await?
+            .into_iter()
+            .filter(|s| s.info.server_id != self.server_id && s.info.signs_until < now)
+            .map(|s| s.info.server_id)
+            .collect())
+    }
+
     /// Publishes the trust domain's bundle: the union of this CA's authorities and those of every
     /// other server's journal in the datastore (servers sharing a PostgreSQL database each keep
-    /// their own keys). Written only when its authorities changed, with a sequence above the
-    /// stored one; a write that loses a race with another server merges again.
+    /// their own keys), except retired servers' (nothing they signed is valid any more; a journal
+    /// with no heartbeat is kept). Written only when its authorities changed, with a sequence
+    /// above the stored one; a write that loses a race with another server merges again.
     async fn publish_bundle(&self) -> Result<(), ServerError> {
         let td = self.ca.trust_domain().clone();
         for _ in 0..PUBLISH_ATTEMPTS {
+            let retired = self.retired_servers().await?;
             let mut merged = self.ca.bundle();
             for journal in self.store.list_ca_journals().await? {
-                if journal.server_id == self.server_id {
+                if journal.server_id == self.server_id || retired.contains(&journal.server_id) {
                     continue;
                 }
                 match Journal::from_json(&journal.data).and_then(|j| j.authorities()) {

@@ -42,6 +42,9 @@ pub struct ServerConfig {
     pub policy_dir: Option<PathBuf>,
     /// How often the audit log is checked for new records and, if there are, a checkpoint signed.
     pub audit_checkpoint_interval: Duration,
+    /// How often this server records that it is alive in the datastore (`lanyard server list`);
+    /// servers sharing a database drop a dead one's authorities once its credentials expired.
+    pub heartbeat_interval: Duration,
     /// Most delegation hops below a task begun directly (a child of a child of a child: 3).
     pub max_delegation_depth: u32,
     /// How long a grant that needs a human's approval waits for one before it is refused.
@@ -198,6 +201,7 @@ impl ServerConfig {
             retention: Retention::default(),
             policy_dir: None,
             audit_checkpoint_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(5),
             max_delegation_depth: 3,
             approval_timeout: Duration::from_secs(600),
             identity_providers: Vec::new(),

@@ -19,6 +19,7 @@ mod authority;
 mod config;
 mod convert;
 mod delegation;
+mod heartbeat;
 mod http;
 mod identity;
 mod index;
@@ -184,9 +185,8 @@ pub async fn run_with_clock(
             addr: config.bind,
             source,
         })?;
-    if let Ok(addr) = node_listener.local_addr() {
-        tracing::info!(%addr, "node API listening");
-    }
+    let node_address = node_listener.local_addr().unwrap_or(config.bind);
+    tracing::info!(addr = %node_address, "node API listening");
     let (metrics, registry) = Metrics::new();
     let admin_listener = socket::bind_private(&config.admin_socket)?;
     let health_listener = match config.health_bind {
@@ -197,7 +197,8 @@ pub async fn run_with_clock(
         ),
         None => None,
     };
-    if let Some(addr) = health_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+    let health_address = health_listener.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(addr) = health_address {
         tracing::info!(%addr, "health endpoint listening (/live, /ready, /metrics)");
     }
 
@@ -249,8 +250,19 @@ pub async fn run_with_clock(
         "lanyard server started"
     );
 
+    // The first beat before anything is signed, so that other servers count this one as live.
+    let identity = heartbeat::Identity {
+        node_address,
+        health_address,
+        started_at: state.clock.now(),
+    };
+    if let Err(e) = heartbeat::beat(&state, &identity).await {
+        tracing::warn!(error = %e, "cannot record this server's heartbeat");
+    }
+
     let (stop_tx, stop_rx) = watch::channel(false);
     let rotation = tokio::spawn(authority::drive_rotation(state.clone(), stop_rx.clone()));
+    let heartbeats = tokio::spawn(heartbeat::run(state.clone(), identity, stop_rx.clone()));
     let health = health_listener
         .map(|listener| tokio::spawn(http::serve(listener, state.clone(), stop_rx.clone())));
     let oauth_endpoint = oauth_listener
@@ -307,6 +319,7 @@ pub async fn run_with_clock(
     };
     let _ = stop_tx.send(true);
     let _ = rotation.await;
+    let _ = heartbeats.await;
     let _ = followers.await;
     let _ = pruning.await;
     let _ = checkpoints.await;

@@ -72,7 +72,7 @@ impl NodeTls {
         let ca = &authority.ca;
         let id = server_id(ca.trust_domain());
         let (key, pkcs8) = PrivateKey::generate(KeyType::EcP256)?;
-        let svid = ca.mint_x509_svid(
+        let svid = ca.mint_own_x509_svid(
             key.public_key_der(),
             &X509SvidRequest::new(id).with_ttl(SERVER_SVID_TTL),
         )?;

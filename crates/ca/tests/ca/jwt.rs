@@ -166,3 +166,54 @@ fn exp_is_capped_at_the_keys_expiry() {
     let svid = ca.mint_jwt_svid(&req).unwrap();
     assert_eq!(svid.expires_at, key_not_after);
 }
+
+#[test]
+fn signed_until_is_the_latest_expiry_of_anything_signed() {
+    let clock = clock();
+    let ca = new_ca(&clock);
+    assert_eq!(ca.signed_until(), None, "nothing signed yet");
+
+    let long = ca
+        .mint_jwt_svid(&JwtSvidRequest::new(id("/a"), ["x"]).with_ttl(Duration::from_secs(3600)))
+        .unwrap();
+    assert_eq!(ca.signed_until(), Some(long.expires_at));
+
+    // A shorter credential signed later does not move it back.
+    let short = ca
+        .mint_x509_svid_from_csr(
+            &WorkloadKey::p256().csr(),
+            &request("/w").with_ttl(Duration::from_secs(60)),
+        )
+        .unwrap();
+    assert!(short.not_after < long.expires_at);
+    assert_eq!(ca.signed_until(), Some(long.expires_at));
+
+    // Access tokens count too.
+    clock.advance(Duration::from_secs(10));
+    let token = ca
+        .mint_access_token(&lanyard_ca::AccessTokenRequest {
+            subject: "spiffe://example.org/a".to_owned(),
+            audience: "https://tool.example".to_owned(),
+            ttl: Duration::from_secs(3600),
+            jti: "t-1".to_owned(),
+            extra_claims: serde_json::Map::new(),
+        })
+        .unwrap();
+    assert!(token.expires_at > long.expires_at);
+    assert_eq!(ca.signed_until(), Some(token.expires_at));
+}
+
+#[test]
+fn the_servers_own_svid_does_not_count_in_signed_until() {
+    let clock = clock();
+    let ca = new_ca(&clock);
+    let key = WorkloadKey::p256();
+    let own = ca
+        .mint_own_x509_svid(
+            &key.spki(),
+            &request("/lanyard/server").with_ttl(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    assert!(own.not_after > t0());
+    assert_eq!(ca.signed_until(), None);
+}
