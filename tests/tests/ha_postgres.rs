@@ -1,6 +1,10 @@
 //! Two servers side by side on one PostgreSQL database: they share one trust bundle holding both
 //! CAs, and an entry written through either reaches an agent attested to the other.
 //! Runs when LANYARD_TEST_POSTGRES names a server (CI sets it).
+//!
+//! The servers run with `datastore_poll_interval = "1h"`: what reaches one server from the other
+//! within a test travelled by the database's change notice (or by the catch-up after the notice
+//! connection was lost), not by the backstop poll.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use std::time::{Duration, SystemTime};
@@ -11,6 +15,31 @@ use lanyard_e2e::node_client::{SimAgent, key_and_csr, parse_bundle};
 use lanyard_e2e::postgres::FreshDatabase;
 use lanyard_e2e::{Server, wait_for};
 use lanyard_proto::node as pb;
+
+/// Starts two servers on `database` with the backstop poll turned practically off, and waits until
+/// both publish both roots. The returned directory holds their configuration file.
+fn start_pair(database: &str, extra_args: &[&str]) -> (tempfile::TempDir, Server, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, "datastore_poll_interval = \"1h\"\n").unwrap();
+    let mut args = vec![
+        "--datastore",
+        database,
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra_args);
+    let a = Server::start_with(&args);
+    let b = Server::start_with(&args);
+    // Each server keeps its own CA; the bundle both publish holds both roots. The server that
+    // started first learns of the second one's root by notice.
+    wait_for(
+        "both servers to publish both roots",
+        Duration::from_secs(30),
+        || (roots(&a) == 2 && roots(&b) == 2).then_some(()),
+    );
+    (dir, a, b)
+}
 
 fn roots(server: &Server) -> usize {
     let json = server
@@ -32,15 +61,7 @@ async fn two_servers_share_one_bundle_and_one_set_of_entries() {
     let db = FreshDatabase::create(&admin_url, "lanyard_ha")
         .await
         .unwrap();
-    let a = Server::start_with(&["--datastore", &db.url]);
-    let b = Server::start_with(&["--datastore", &db.url]);
-
-    // Each server keeps its own CA; the bundle both publish holds both roots.
-    wait_for(
-        "both servers to publish both roots",
-        Duration::from_secs(30),
-        || (roots(&a) == 2 && roots(&b) == 2).then_some(()),
-    );
+    let (_config, a, b) = start_pair(&db.url, &[]);
 
     // An agent attested to server A, with a token made through server B.
     let token = b.cli(&["token", "generate", "--output", "json"]).json()["token"]
@@ -144,13 +165,7 @@ async fn an_agent_evicted_through_one_server_loses_its_stream_on_every_server() 
     let db = FreshDatabase::create(&admin_url, "lanyard_ha")
         .await
         .unwrap();
-    let a = Server::start_with(&["--datastore", &db.url]);
-    let b = Server::start_with(&["--datastore", &db.url]);
-    wait_for(
-        "both servers to publish both roots",
-        Duration::from_secs(30),
-        || (roots(&a) == 2 && roots(&b) == 2).then_some(()),
-    );
+    let (_config, a, b) = start_pair(&db.url, &[]);
     let on_a = SimAgent::attest(a.node_addr(), &a.bundle(), &a.join_token(&[]))
         .await
         .unwrap();
@@ -200,18 +215,9 @@ fn a_task_revoked_through_one_server_is_refused_by_the_agents_of_another() {
         r#"permit(principal, action == Action::"read", resource == Tool::"tickets");"#,
     )
     .unwrap();
-    let args = [
-        "--datastore",
-        db.url.as_str(),
-        "--policy-dir",
-        policies.path().to_str().unwrap(),
-    ];
-    let a = Server::start_with(&args);
-    let b = Server::start_with(&args);
-    wait_for(
-        "both servers to publish both roots",
-        Duration::from_secs(30),
-        || (roots(&a) == 2 && roots(&b) == 2).then_some(()),
+    let (_config, a, b) = start_pair(
+        &db.url,
+        &["--policy-dir", policies.path().to_str().unwrap()],
     );
     let uid = rustix::process::getuid().as_raw();
     let workload = "spiffe://example.org/agents/summarizer";
@@ -274,5 +280,129 @@ fn a_task_revoked_through_one_server_is_refused_by_the_agents_of_another() {
         },
     );
     drop((on_a, on_b, a, b));
+    drop(db);
+}
+
+/// Runs a statement on the test's database, behind the servers' backs.
+async fn execute(url: &str, statement: &'static str) {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::raw_sql(statement).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+}
+
+/// The number a `SELECT COUNT(…)` on the test's database returns.
+async fn count(url: &str, query: &'static str) -> i64 {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    let n: i64 = sqlx::query_scalar(query)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    n
+}
+
+const LISTENERS: &str = "SELECT COUNT(*) FROM pg_stat_activity \
+     WHERE datname = current_database() AND application_name = 'lanyard change feed'";
+
+/// A server whose notice connection drops catches up as soon as it has subscribed again: an
+/// entry written while it could not have been told (the notice trigger is off, and its connection
+/// is then killed) still reaches its agents, and later writes arrive by notice again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_catches_up_after_its_notice_connection_drops() {
+    let Ok(admin_url) = std::env::var("LANYARD_TEST_POSTGRES") else {
+        eprintln!("skipped: LANYARD_TEST_POSTGRES is not set");
+        return;
+    };
+    let db = FreshDatabase::create(&admin_url, "lanyard_ha")
+        .await
+        .unwrap();
+    let (_config, a, b) = start_pair(&db.url, &[]);
+    let agent = SimAgent::attest(a.node_addr(), &a.bundle(), &a.join_token(&[]))
+        .await
+        .unwrap();
+    let on_b = SimAgent {
+        addr: b.node_addr(),
+        ..agent.clone()
+    };
+    let mut client = on_b.client().await.unwrap();
+    let mut stream = client
+        .sync_entries(pb::SyncEntriesRequest { since_revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.entries.is_empty());
+    // Both servers listen.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut pause = Duration::from_millis(5);
+    while count(&db.url, LISTENERS).await != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both servers must hold a notice connection"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+
+    // An entry written with the notice trigger off: B is not told of it.
+    execute(
+        &db.url,
+        "ALTER TABLE entries DISABLE TRIGGER entries_notify",
+    )
+    .await;
+    let create = |spiffe_id: &str| {
+        a.cli(&[
+            "entry",
+            "create",
+            "--parent-id",
+            agent.spiffe_id.as_str(),
+            "--spiffe-id",
+            spiffe_id,
+            "--selector",
+            "unix:uid:1",
+        ])
+        .ok()
+        .to_owned()
+    };
+    create("spiffe://example.org/unnoticed");
+    // Kill the notice connections: B subscribes again, then catches up by revision.
+    let killed = count(
+        &db.url,
+        "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'lanyard change feed'",
+    )
+    .await;
+    assert_eq!(killed, 2);
+    let caught_up = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("server B must catch up after subscribing again")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        caught_up.entries[0].spiffe_id,
+        "spiffe://example.org/unnoticed"
+    );
+
+    // With the trigger back on, the next write arrives by notice on the new connection.
+    execute(&db.url, "ALTER TABLE entries ENABLE TRIGGER entries_notify").await;
+    create("spiffe://example.org/noticed");
+    let pushed = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .expect("server B must be told of the write")
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed.entries[0].spiffe_id, "spiffe://example.org/noticed");
+    assert!(
+        b.log().contains("lost the datastore's change notices"),
+        "{}",
+        b.log()
+    );
+    drop((a, b));
     drop(db);
 }

@@ -56,6 +56,9 @@ struct ServerFile {
     bind: Option<SocketAddr>,
     admin_socket: Option<PathBuf>,
     datastore: Option<String>,
+    /// How often other servers' writes to a shared datastore are read without a notice (default
+    /// 5s; they normally arrive at once, as notices).
+    datastore_poll_interval: Option<String>,
     health_bind: Option<SocketAddr>,
     join_token_ttl: Option<String>,
     agent_svid_ttl: Option<String>,
@@ -198,6 +201,17 @@ impl ServerRunArgs {
         }
         config.health_bind = self.health_bind.or(file.health_bind);
         config.datastore = self.datastore.or(file.datastore);
+        if let Some(interval) = duration(
+            "datastore_poll_interval",
+            file.datastore_poll_interval.as_ref(),
+        )? {
+            anyhow::ensure!(
+                interval >= std::time::Duration::from_secs(1)
+                    && interval <= std::time::Duration::from_secs(24 * 3600),
+                "config: datastore_poll_interval must be between 1s and 24h"
+            );
+            config.datastore_poll_interval = interval;
+        }
         if let Some(ttl) = duration("join_token_ttl", file.join_token_ttl.as_ref())? {
             config.join_token_ttl = ttl;
         }
@@ -417,7 +431,7 @@ mod tests {
     fn node_api_limits_and_retention_come_from_the_file() {
         let file = write(
             "trust_domain = \"a.org\"\npolicy_dir = \"/etc/lanyard/policies\"\n\
-             max_delegation_depth = 1\n\
+             max_delegation_depth = 1\ndatastore_poll_interval = \"1h\"\n\
              heartbeat_interval = \"2s\"\n\
              [node_api]\nattestation_timeout = \"2s\"\n\
              max_attestation_bytes = 65536\nmax_connections = 3\nmax_streams_per_connection = 8\n\
@@ -452,6 +466,7 @@ mod tests {
         assert_eq!(config.audit_checkpoint_interval.as_secs(), 5);
         assert_eq!(config.max_delegation_depth, 1);
         assert_eq!(config.heartbeat_interval.as_secs(), 2);
+        assert_eq!(config.datastore_poll_interval.as_secs(), 3600);
     }
 
     #[test]
@@ -507,6 +522,10 @@ mod tests {
             (
                 "trust_domain = \"a.org\"\nheartbeat_interval = \"0s\"\n",
                 "heartbeat_interval must be between 1s and 1h",
+            ),
+            (
+                "trust_domain = \"a.org\"\ndatastore_poll_interval = \"0s\"\n",
+                "datastore_poll_interval must be between",
             ),
             (
                 "trust_domain = \"a.org\"\n[node_api]\nmax_connections = -1\n",

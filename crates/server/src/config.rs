@@ -28,6 +28,9 @@ pub struct ServerConfig {
     pub health_bind: Option<SocketAddr>,
     /// `sqlite://PATH` or `postgres://…`; `None` means SQLite in `data_dir`.
     pub datastore: Option<String>,
+    /// How often the server reads other servers' writes to a shared datastore without being told
+    /// of them: a backstop for the datastore's change notices, which carry them at once.
+    pub datastore_poll_interval: Duration,
     pub ca: CaSettings,
     /// Lifetime of join tokens when the request does not say.
     pub join_token_ttl: Duration,
@@ -193,6 +196,7 @@ impl ServerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8081)),
             health_bind: None,
             datastore: None,
+            datastore_poll_interval: Duration::from_secs(5),
             ca: CaSettings::default(),
             join_token_ttl: Duration::from_secs(600),
             agent_svid_ttl: Duration::from_secs(3600),

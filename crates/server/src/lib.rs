@@ -12,6 +12,8 @@
 //!
 //! The node API (`node`, over TLS from `node_listener`) serves agents: attestation, SVIDs, and a
 //! pushed entry stream fed by the in-memory `index`, which follows the datastore's revision log.
+//! `follow` keeps this server current with other servers' writes to a shared datastore, on the
+//! datastore's change notices.
 
 mod admin;
 mod audit;
@@ -19,6 +21,7 @@ mod authority;
 mod config;
 mod convert;
 mod delegation;
+mod follow;
 mod heartbeat;
 mod http;
 mod identity;
@@ -267,7 +270,7 @@ pub async fn run_with_clock(
         .map(|listener| tokio::spawn(http::serve(listener, state.clone(), stop_rx.clone())));
     let oauth_endpoint = oauth_listener
         .map(|listener| tokio::spawn(oauth::serve(listener, state.clone(), stop_rx.clone())));
-    let followers = tokio::spawn(follow_other_writers(state.clone(), stop_rx.clone()));
+    let followers = tokio::spawn(follow::run(state.clone(), stop_rx.clone()));
     let pruning = tokio::spawn(prune::run(state.clone(), stop_rx.clone()));
     let checkpoints = tokio::spawn(sign_checkpoints(state.clone(), stop_rx.clone()));
     let reloads = tokio::spawn(reload_on_hangup(state.clone(), stop_rx.clone()));
@@ -378,38 +381,6 @@ async fn reload_on_hangup(state: Arc<ServerState>, mut stop: watch::Receiver<boo
         }
         // A refused set is logged and recorded; the old one keeps deciding.
         let _ = state.reload_policies("signal:SIGHUP").await;
-    }
-}
-
-/// How often the index looks for entries written by other servers on a shared database (and the
-/// audit log for their evictions, bans and ended tasks). Writes through this server take effect
-/// at once; this bounds the delay for other servers' (a revoked task token: < 1 s across servers,
-/// measured in docs/benchmarks.md). Four rounds of a few indexed queries per second per server.
-const FOLLOW_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Keeps the entry index current with writes this server did not make (several servers on one
-/// PostgreSQL database). One indexed query per interval for the whole server, not per agent.
-async fn follow_other_writers(state: Arc<ServerState>, mut stop: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(FOLLOW_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Only events from now on: older evictions were acted on when they happened.
-    let mut events_seen = None;
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        if let Err(e) = state.index.catch_up(&*state.store).await {
-            tracing::warn!(error = %e, "cannot read entry changes from the datastore");
-        }
-        if let Err(e) = node::follow_agent_events(&state, &mut events_seen).await {
-            tracing::warn!(error = %e, "cannot read agent events from the datastore");
-        }
-        match state.authority.refresh_published().await {
-            Ok(true) => state.bundles_changed().await,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot read the trust bundle from the datastore"),
-        }
     }
 }
 

@@ -898,33 +898,59 @@ impl pb::node_server::Node for NodeService {
 /// Most X509-SVIDs listed in one audit record.
 const SVIDS_PER_RECORD: usize = 100;
 
-/// Events after this many are read in the next round.
-const AGENT_EVENTS_PER_ROUND: u32 = 1000;
+/// Records of one kind read per query; more are read with further queries.
+const AGENT_EVENTS_PER_QUERY: u32 = 1000;
+
+/// The audit kinds of an ended task: its token goes on the list every agent refuses.
+const TASK_END_KINDS: [&str; 2] = ["task.ended", "task.revoked"];
 
 /// Ends open streams of agents that were evicted, banned or attested again, and pushes the tokens
-/// of ended tasks, whichever server of a shared datastore did it: each such event makes this server hold the agent's streams against
-/// its record as stored now. (The server that acted ended its own streams at once.)
+/// of ended tasks, whichever server of a shared datastore did it: each such event makes this
+/// server hold the agent's streams against its record as stored now. (The server that acted ended
+/// its own streams at once.) Reads the records of the kinds the datastore's change feed notices
+/// ([`lanyard_store::NOTIFIED_AUDIT_KINDS`]), each kind by its index.
 /// `seen` is the next audit seq to read; `None` starts after the latest.
 pub(crate) async fn follow_agent_events(
     state: &ServerState,
     seen: &mut Option<u64>,
 ) -> Result<(), lanyard_store::Error> {
-    let from = match *seen {
-        Some(next) => next,
-        None => *seen.insert(state.store.audit_size().await?),
+    // Every record below the log's size has committed (seqs are taken in commit order, see
+    // docs/store.md), so reading each kind up to it, one kind after another, misses none.
+    let until = state.store.audit_size().await?;
+    let Some(from) = *seen else {
+        *seen = Some(until);
+        return Ok(());
     };
-    let filter = lanyard_store::AuditFilter {
-        from_seq: from,
-        ..lanyard_store::AuditFilter::default()
-    };
+    if until <= from {
+        return Ok(());
+    }
+    let mut records = Vec::new();
+    for kind in lanyard_store::NOTIFIED_AUDIT_KINDS {
+        let mut filter = lanyard_store::AuditFilter {
+            from_seq: from,
+            kind: Some((*kind).to_owned()),
+            ..lanyard_store::AuditFilter::default()
+        };
+        loop {
+            let page = state
+                .store
+                .list_audit(&filter, AGENT_EVENTS_PER_QUERY)
+                .await?;
+            let more = page.len() >= AGENT_EVENTS_PER_QUERY as usize;
+            let Some(last) = page.last().map(|r| r.seq) else {
+                break;
+            };
+            records.extend(page.into_iter().filter(|r| r.seq < until));
+            if !more || last + 1 >= until {
+                break;
+            }
+            filter.from_seq = last + 1;
+        }
+    }
+    records.sort_by_key(|r| r.seq);
     let mut ended_tasks = false;
-    for record in state
-        .store
-        .list_audit(&filter, AGENT_EVENTS_PER_ROUND)
-        .await?
-    {
-        *seen = Some(record.seq + 1);
-        if matches!(record.kind.as_str(), "task.ended" | "task.revoked") {
+    for record in records {
+        if TASK_END_KINDS.contains(&record.kind.as_str()) {
             // Another server ended a task: push the new list to this server's agents too.
             ended_tasks = true;
             continue;
@@ -948,6 +974,7 @@ pub(crate) async fn follow_agent_events(
             keep_serial,
         });
     }
+    *seen = Some(until);
     if ended_tasks {
         state.revocations_changed().await;
     }
@@ -1325,5 +1352,38 @@ impl EntryStream {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The audit kinds [`follow_agent_events`] acts on are exactly those the datastore's change
+    /// feed notices: one it missed would wait for the slow poll, one extra would wake every
+    /// server for nothing.
+    #[test]
+    fn the_change_feed_notices_every_event_acted_on() {
+        let acted_on: BTreeSet<&str> = [
+            AgentRevocation::Evicted,
+            AgentRevocation::Banned,
+            AgentRevocation::Reattested,
+        ]
+        .into_iter()
+        .map(AgentRevocation::event_kind)
+        .chain(TASK_END_KINDS)
+        .collect();
+        let noticed: BTreeSet<&str> = lanyard_store::NOTIFIED_AUDIT_KINDS
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(acted_on, noticed);
+        for kind in noticed {
+            assert!(
+                TASK_END_KINDS.contains(&kind) || AgentRevocation::from_event_kind(kind).is_some(),
+                "{kind}"
+            );
+        }
+        assert_eq!(AgentRevocation::from_event_kind("agent.renewed"), None);
     }
 }

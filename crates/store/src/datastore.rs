@@ -29,6 +29,13 @@ pub trait DataStore: Send + Sync + fmt::Debug {
     /// Closes every connection, waiting for in-flight operations to finish. Later calls fail.
     async fn close(&self);
 
+    /// Subscribes to notices of writes other servers must act on (entries, bundles, audit
+    /// records of [`NOTIFIED_AUDIT_KINDS`](crate::NOTIFIED_AUDIT_KINDS)); returns once subscribed,
+    /// so a reader that catches up after this call misses nothing. PostgreSQL only: on SQLite
+    /// the feed yields nothing until the store closes. `Listen` if the subscription fails,
+    /// `Closed` after [`close`](Self::close).
+    async fn change_feed(&self) -> Result<crate::ChangeFeed>;
+
     // --- registration entries ---
 
     /// Creates entries in one transaction and returns one result per input, in order: the stored

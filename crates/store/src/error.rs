@@ -89,6 +89,15 @@ pub enum Error {
     #[error("cannot apply the datastore schema migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 
+    /// The change feed's connection to the datastore failed or dropped. Notices sent since are
+    /// lost: subscribe again, then catch up.
+    #[error("the change feed lost its connection to the datastore")]
+    Listen(#[source] sqlx::Error),
+
+    /// The store was closed (or the change feed ended already).
+    #[error("the datastore is closed")]
+    Closed,
+
     /// Any other database failure.
     #[error("datastore operation failed")]
     Database(#[source] sqlx::Error),

@@ -9,7 +9,8 @@
 //!
 //! Layout: [`DataStore`] (the trait) in `datastore`; the records, filters and pages in `model`;
 //! the implementation in `sql` (one module per kind of record) over `db`, a thin layer that lets
-//! the same SQL run on both sqlx drivers; value conversions in `codec`.
+//! the same SQL run on both sqlx drivers; value conversions in `codec`; `feed`, the notices of
+//! other servers' writes on a shared PostgreSQL database ([`DataStore::change_feed`]).
 //!
 //! The store parses every row it reads with lanyard-core's rules and refuses a row that fails
 //! ([`Error::InvalidData`]); it does not decide policy (which trust domain an entry may name,
@@ -19,11 +20,13 @@ mod codec;
 mod datastore;
 mod db;
 mod error;
+mod feed;
 mod model;
 mod sql;
 
 pub use datastore::DataStore;
 pub use error::{Error, Result};
+pub use feed::{CHANNEL, ChangeFeed, Changes, NOTIFIED_AUDIT_KINDS};
 pub use model::{
     AgentFilter, AgentInfo, AgentRenewal, Approval, ApprovalState, AttestedAgent, AuditAppend,
     AuditFilter, AuditRow, Backend, BundleRecord, BundleWrite, CaJournal, EntryChange,

@@ -86,6 +86,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0008_servers.sql"),
         include_str!("../migrations/postgres/0008_servers.sql"),
     ),
+    (
+        9,
+        "change feed",
+        include_str!("../migrations/sqlite/0009_change_feed.sql"),
+        include_str!("../migrations/postgres/0009_change_feed.sql"),
+    ),
 ];
 
 /// The store: a pool and a clock.
@@ -403,6 +409,10 @@ impl DataStore for SqlStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    async fn change_feed(&self) -> Result<crate::ChangeFeed> {
+        crate::feed::subscribe(&self.pool).await
     }
 
     async fn create_entries(

@@ -274,6 +274,8 @@ suite!(
     corrupt_rows_are_invalid_data,
     reopen_keeps_everything,
     audit_log_replaces_event_log,
+    change_feed_notices_writes,
+    change_feed_ends_when_its_connection_or_the_store_closes,
 );
 
 #[test]

@@ -2729,3 +2729,132 @@ pub(crate) async fn servers_beat_and_are_listed(ctx: Ctx) {
     ));
     assert_eq!(ctx.store.list_servers().await.unwrap().len(), 2);
 }
+
+// --- change feed ---
+
+/// The next notice, within a generous bound (a notice takes milliseconds).
+async fn next_notice(feed: &mut lanyard_store::ChangeFeed) -> lanyard_store::Changes {
+    tokio::time::timeout(Duration::from_secs(20), feed.recv())
+        .await
+        .expect("a change notice")
+        .unwrap()
+}
+
+/// PostgreSQL: every write another server must act on is noticed, named by what to catch up;
+/// other writes are not. SQLite: nothing is noticed (one server writes the file).
+pub(crate) async fn change_feed_notices_writes(ctx: Ctx) {
+    let mut feed = ctx.store.change_feed().await.unwrap();
+    let td = TrustDomain::new("example.org").unwrap();
+    let doc = |n: u64| format!(r#"{{"keys":[],"spiffe_sequence":{n}}}"#);
+    if ctx.store.backend() == lanyard_store::Backend::Sqlite {
+        create_ok(&ctx, numbered(1)).await;
+        ctx.store
+            .set_bundle(&td, &doc(1), 1, BundleWrite::IfNewer)
+            .await
+            .unwrap();
+        ctx.store
+            .append_audit(&audit("agent.banned", "a", "s", "{}"))
+            .await
+            .unwrap();
+        ctx.store.close().await;
+        // Had anything been noticed, it would come before the end.
+        assert!(matches!(feed.recv().await, Err(Error::Closed)));
+        return;
+    }
+
+    let created = create_ok(&ctx, numbered(1)).await;
+    let changes = next_notice(&mut feed).await;
+    assert!(
+        changes.entries && !changes.audit && !changes.bundles,
+        "{changes:?}"
+    );
+    ctx.store.update_entry(created).await.unwrap();
+    assert!(next_notice(&mut feed).await.entries);
+    let deleted = ctx
+        .store
+        .delete_entries(&[EntryId::new("e00001").unwrap()])
+        .await
+        .unwrap();
+    assert!(deleted[0].is_ok());
+    assert!(next_notice(&mut feed).await.entries);
+
+    ctx.store
+        .set_bundle(&td, &doc(1), 1, BundleWrite::IfNewer)
+        .await
+        .unwrap();
+    let changes = next_notice(&mut feed).await;
+    assert!(
+        changes.bundles && !changes.entries && !changes.audit,
+        "{changes:?}"
+    );
+
+    for kind in lanyard_store::NOTIFIED_AUDIT_KINDS {
+        ctx.store
+            .append_audit(&audit(kind, "admin", "spiffe://example.org/x", "{}"))
+            .await
+            .unwrap();
+        let changes = next_notice(&mut feed).await;
+        assert!(
+            changes.audit && !changes.entries && !changes.bundles,
+            "{kind}: {changes:?}"
+        );
+    }
+
+    // Records of other kinds, and a batch of 300 entries (one transaction: one notice), then a
+    // bundle: the bundle's notice comes alone, so none came for the records or after the batch.
+    ctx.store
+        .append_audits(&[
+            audit("svid.minted", "agent", "spiffe://example.org/x", "{}"),
+            audit("task.granted", "agent", "t1", "{}"),
+        ])
+        .await
+        .unwrap();
+    ctx.store
+        .set_bundle(&td, &doc(2), 2, BundleWrite::IfNewer)
+        .await
+        .unwrap();
+    let changes = next_notice(&mut feed).await;
+    assert!(changes.bundles && !changes.audit, "{changes:?}");
+    let batch = ctx
+        .store
+        .create_entries((10..310).map(numbered).collect())
+        .await
+        .unwrap();
+    assert!(batch.iter().all(Result::is_ok));
+    assert!(next_notice(&mut feed).await.entries);
+    ctx.store
+        .set_bundle(&td, &doc(3), 3, BundleWrite::IfNewer)
+        .await
+        .unwrap();
+    let changes = next_notice(&mut feed).await;
+    assert!(changes.bundles && !changes.entries, "{changes:?}");
+}
+
+/// A feed whose connection drops says so once (`Listen`), then `Closed`; a new feed picks up.
+/// Closing the store ends every feed, and no feed opens on a closed store.
+pub(crate) async fn change_feed_ends_when_its_connection_or_the_store_closes(ctx: Ctx) {
+    if ctx.store.backend() == lanyard_store::Backend::Postgres {
+        let mut feed = ctx.store.change_feed().await.unwrap();
+        ctx.raw_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = 'lanyard change feed'",
+        )
+        .await;
+        let lost = tokio::time::timeout(Duration::from_secs(20), feed.recv())
+            .await
+            .expect("the feed must notice that its connection dropped");
+        assert!(matches!(lost, Err(Error::Listen(_))), "{lost:?}");
+        assert!(matches!(feed.recv().await, Err(Error::Closed)));
+
+        let mut again = ctx.store.change_feed().await.unwrap();
+        create_ok(&ctx, numbered(1)).await;
+        assert!(next_notice(&mut again).await.entries);
+    }
+    let mut feed = ctx.store.change_feed().await.unwrap();
+    ctx.store.close().await;
+    let closed = tokio::time::timeout(Duration::from_secs(20), feed.recv())
+        .await
+        .expect("closing the store must end the feed");
+    assert!(matches!(closed, Err(Error::Closed)), "{closed:?}");
+    assert!(matches!(ctx.store.change_feed().await, Err(Error::Closed)));
+}
