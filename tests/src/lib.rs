@@ -262,6 +262,13 @@ impl Server {
         self.spawn();
     }
 
+    /// Starts a server that was killed (or terminated) again, on the same data directory and
+    /// node API port, and waits until it is healthy; the time it was down is the caller's.
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        self.spawn();
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
