@@ -16,9 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use lanyard_core::BundleSet;
 use lanyard_e2e::agent_process::Agent;
-use lanyard_e2e::node_client::parse_bundle;
 use lanyard_e2e::postgres::FreshDatabase;
-use lanyard_e2e::{Server, wait_for};
+use lanyard_e2e::{Server, log_line_time, wait_for};
 use lanyard_workload::WorkloadClient;
 
 const AGENTS: usize = 5;
@@ -222,6 +221,74 @@ fn agents_fail_over_when_a_server_is_killed_mid_burst() {
     });
     servers[victim].kill();
     let killed_at = Instant::now();
+    let killed_wall = SystemTime::now();
+
+    // The agents of the killed server open their entry stream elsewhere. When, from their own
+    // log timestamps: the test reads the logs later than the lines are written.
+    let mut reconnected = Vec::new();
+    for i in &moved {
+        let agent = &agents[*i];
+        let opened = wait_for(
+            "the agent to open its stream on another server",
+            DEADLINE,
+            || {
+                let log = agent.log();
+                let after: Vec<&str> = log.lines().skip(log_lines[*i]).collect();
+                let elsewhere = after.iter().position(|l| {
+                    l.contains("connected to the server") && !l.contains(&victim_addr.to_string())
+                })?;
+                let open = after[elsewhere..]
+                    .iter()
+                    .find(|l| l.contains("entry stream open"))?;
+                log_line_time(open)
+            },
+        );
+        reconnected.push(opened.duration_since(killed_wall).unwrap_or_default());
+        if std::env::var_os("HA_FAILOVER_LOGS").is_some() {
+            let log = agent.log();
+            let after: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+            eprintln!(
+                "killed at {killed_wall:?}; agent {i}:\n{}",
+                after.join("\n")
+            );
+        }
+        assert_ne!(agent.connected_to(), Some(victim_addr));
+    }
+
+    // One entry per agent written right after the kill, through a server that is up: the time
+    // until every agent serves its own is the failover as a workload sees it.
+    let survivor = &servers[(victim + 1) % 3];
+    for (i, wanted) in expected.iter_mut().enumerate() {
+        let id = format!("spiffe://example.org/after-kill/{i}");
+        survivor
+            .cli(&[
+                "entry",
+                "create",
+                "--parent-id",
+                &agent_id(i),
+                "--spiffe-id",
+                &id,
+                "--selector",
+                &selector,
+                "--x509-ttl",
+                X509_TTL,
+            ])
+            .ok();
+        wanted.insert(id);
+    }
+    let written = killed_at.elapsed();
+    for (agent, wanted) in agents.iter().zip(&expected) {
+        wait_for(
+            "every agent to serve its entry written after the kill",
+            DEADLINE,
+            || {
+                let ids = runtime.block_on(serving(&agent.socket)).ok()?;
+                wanted.is_subset(&ids).then_some(())
+            },
+        );
+    }
+    let markers_served = killed_at.elapsed();
+
     let failed = writer.join().unwrap();
     let writer_done = killed_at.elapsed();
     let acked = acked.lock().unwrap().clone();
@@ -237,7 +304,6 @@ fn agents_fail_over_when_a_server_is_killed_mid_burst() {
     );
 
     // Every acknowledged entry is still listed, through a server that is still up.
-    let survivor = &servers[(victim + 1) % 3];
     let listed: BTreeSet<String> = survivor
         .cli(&["entry", "list", "--output", "json"])
         .json()
@@ -252,27 +318,6 @@ fn agents_fail_over_when_a_server_is_killed_mid_burst() {
             "acknowledged entry {entry:?} is not listed"
         );
         expected[entry.agent].insert(entry.spiffe_id.clone());
-    }
-
-    // The agents of the killed server open their entry stream elsewhere.
-    let mut reconnected = Vec::new();
-    for i in &moved {
-        let agent = &agents[*i];
-        wait_for(
-            "the agent to open its stream on another server",
-            DEADLINE,
-            || {
-                let log = agent.log();
-                let after: Vec<&str> = log.lines().skip(log_lines[*i]).collect();
-                let connected = after.iter().any(|l| {
-                    l.contains("connected to the server") && !l.contains(&victim_addr.to_string())
-                });
-                let open = after.iter().any(|l| l.contains("entry stream open"));
-                (connected && open).then_some(())
-            },
-        );
-        reconnected.push(killed_at.elapsed());
-        assert_ne!(agent.connected_to(), Some(victim_addr));
     }
 
     // Every agent serves every acknowledged entry of its own.
@@ -294,9 +339,11 @@ fn agents_fail_over_when_a_server_is_killed_mid_burst() {
     }
     let all_serving = killed_at.elapsed();
     eprintln!(
-        "kill -> moved agents' streams open again: {reconnected:?}; kill -> all {AGENTS} agents \
-         serve all {} acknowledged entries: {all_serving:?} (the writer finished {writer_done:?} \
-         after the kill)",
+        "kill -> the moved agents' entry streams open on another server: {reconnected:?}\n\
+         kill -> all {AGENTS} agents serve an entry written after the kill: {markers_served:?} \
+         (the {AGENTS} writes took until {written:?})\n\
+         kill -> all agents serve all {} acknowledged entries: {all_serving:?} (the burst ended \
+         {writer_done:?} after the kill)",
         acked.len(),
     );
 

@@ -82,7 +82,7 @@ pub(crate) async fn sync_loop(
     }
 }
 
-/// One `SyncEntries` call, until it ends; `served` turns true with the first message.
+/// One `SyncEntries` call, until it ends; `served` turns true with the first message applied.
 async fn stream_once(
     shared: &Shared,
     backoff: &mut Backoff,
@@ -106,9 +106,9 @@ async fn stream_once(
     // The server answered: whatever could not be minted while it was away can be now.
     shared.mint_wakeup.notify_one();
     while let Some(message) = stream.message().await.map_err(classify)? {
+        apply(shared, message).map_err(CallError::Transient)?;
         backoff.reset();
         *served = true;
-        apply(shared, message).map_err(CallError::Transient)?;
     }
     Ok(())
 }

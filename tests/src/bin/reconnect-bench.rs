@@ -13,12 +13,12 @@
     reason = "a benchmark: a failure is a crash with its message"
 )]
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use lanyard_e2e::agent_process::Agent;
 use lanyard_e2e::bench::{Samples, fmt_dur, load_average};
-use lanyard_e2e::{Server, wait_for};
+use lanyard_e2e::{Server, log_line_time, wait_for};
 
 const SERVER_READY: &str = "lanyard server started";
 const STREAM_OPEN: &str = "entry stream open";
@@ -69,7 +69,8 @@ fn main() -> anyhow::Result<()> {
             .context("the server's ready line has no timestamp")?;
         let open = nth_time(&log, STREAM_OPEN, opens)
             .context("the agent's stream line has no timestamp")?;
-        let delay = Duration::from_secs_f64((open - ready).max(0.0));
+        // Zero if the clock stepped back in between.
+        let delay = open.duration_since(ready).unwrap_or_default();
         eprintln!(
             "restart {round}: server ready -> agent stream open {}",
             fmt_dur(delay)
@@ -90,21 +91,8 @@ fn count(log: &str, marker: &str) -> usize {
     log.lines().filter(|l| l.contains(marker)).count()
 }
 
-/// The time (seconds of the day, from the log line's RFC 3339 timestamp) of the `n`-th line
-/// (from 0) containing `marker`.
-fn nth_time(log: &str, marker: &str, n: usize) -> Option<f64> {
+/// The time of the `n`-th line (from 0) containing `marker`.
+fn nth_time(log: &str, marker: &str, n: usize) -> Option<SystemTime> {
     let line = log.lines().filter(|l| l.contains(marker)).nth(n)?;
-    seconds_of_day(line)
-}
-
-/// `2026-12-06T19:51:54.123456Z  INFO …` → 71514.123456. The benchmark runs for minutes; a run
-/// across midnight would print a negative (clamped) sample, not a wrong large one.
-fn seconds_of_day(line: &str) -> Option<f64> {
-    let stamp = line.split_whitespace().next()?;
-    let time = stamp.split_once('T')?.1.trim_end_matches('Z');
-    let mut parts = time.split(':');
-    let hours: f64 = parts.next()?.parse().ok()?;
-    let minutes: f64 = parts.next()?.parse().ok()?;
-    let seconds: f64 = parts.next()?.parse().ok()?;
-    Some(hours * 3600.0 + minutes * 60.0 + seconds)
+    log_line_time(line)
 }
