@@ -28,8 +28,13 @@ pub fn lanyard_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("LANYARD_BIN") {
         return PathBuf::from(path);
     }
-    // target/<profile>/deps/<test-exe> → target/<profile>/lanyard
+    // target/<profile>/deps/<test-exe> → target/<profile>/lanyard; a benchmark binary
+    // (target/<profile>/<bin>) has it beside itself.
     let exe = std::env::current_exe().expect("test executable path");
+    let beside = exe.parent().map(|dir| dir.join("lanyard"));
+    if let Some(bin) = beside.filter(|b| b.exists() && b != &exe) {
+        return bin;
+    }
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
