@@ -406,7 +406,7 @@ mod tests {
         }
         // A remembered address no longer among the candidates changes nothing.
         let gone = SocketAddr::from(([10, 0, 0, 1], 1));
-        assert_eq!(order(all.clone(), Some(gone), None, || 0.999).len(), 5);
+        assert_eq!(order(all, Some(gone), None, || 0.999).len(), 5);
     }
 
     #[test]
