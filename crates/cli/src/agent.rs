@@ -80,11 +80,41 @@ struct AgentFile {
 }
 
 /// `server` in the file: `"host:port"` (commas allowed, as on the command line) or an array.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum ServerSetting {
     One(String),
     Several(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for ServerSetting {
+    /// By hand, so that a wrong type is reported as what is expected (an untagged enum would say
+    /// only that no variant matched).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ServerSetting;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a \"host:port\" string (commas between several) or an array of them")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ServerSetting::One(v.to_owned()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut addresses = Vec::new();
+                while let Some(address) = seq.next_element::<String>()? {
+                    addresses.push(address);
+                }
+                Ok(ServerSetting::Several(addresses))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl ServerSetting {
@@ -452,7 +482,8 @@ mod tests {
             ("server = [\"a:1\", \"a:1\"]\n", "a:1 is listed twice"),
             ("server = \"a:1,,b:2\"\n", "an empty address"),
             ("server = [\"a:1,b:2\"]\n", "\"a:1,b:2\""),
-            ("server = 7\n", "server"),
+            ("server = 7\n", "expected a \"host:port\" string"),
+            ("server = [7]\n", "expected a string"),
         ] {
             let err = format!("{:#}", from_file(body).unwrap_err());
             assert!(err.contains(expected), "{body}: {err}");
