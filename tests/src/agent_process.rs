@@ -1,5 +1,5 @@
-//! A `lanyard agent run` process attached to a [`Server`](crate::Server), with its own data
-//! directory and Workload API socket.
+//! A `lanyard agent run` process attached to a [`Server`](crate::Server) (or to several servers
+//! on one datastore), with its own data directory and Workload API socket.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -57,9 +57,24 @@ impl Agent {
         Self::start_with(server, attestor_args, &[])
     }
 
+    /// Starts an agent given every server of `servers` (`--server a,b,c`; they share one
+    /// datastore), attesting with a fresh join token for `agent_id` made through the first, and
+    /// waits until its Workload API socket exists.
+    pub fn start_for_servers(servers: &[&Server], agent_id: &str) -> Self {
+        let first = servers.first().expect("at least one server");
+        let token = first.join_token(&["--spiffe-id", agent_id]);
+        Self::start_full(servers, &["--join-token", &token], &[])
+    }
+
     /// Starts an agent with `attestor_args` added to `agent run` and `env` set, and waits until
     /// its Workload API socket exists.
     pub fn start_with(server: &Server, attestor_args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_full(&[server], attestor_args, env)
+    }
+
+    fn start_full(servers: &[&Server], attestor_args: &[&str], env: &[(&str, &str)]) -> Self {
+        let server = servers.first().expect("at least one server");
+        let addresses: Vec<String> = servers.iter().map(|s| s.node_addr().to_string()).collect();
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
         let bundle = dir.join("bundle.json");
@@ -75,7 +90,7 @@ impl Agent {
             "--trust-domain".to_owned(),
             server.trust_domain.clone(),
             "--server".to_owned(),
-            server.node_addr().to_string(),
+            addresses.join(","),
             "--socket".to_owned(),
             socket.display().to_string(),
             "--data-dir".to_owned(),
@@ -170,6 +185,21 @@ impl Agent {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The node-API address the agent last connected to, from its log (`connected to the server`).
+    pub fn connected_to(&self) -> Option<std::net::SocketAddr> {
+        let log = self.log();
+        let line = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("connected to the server"))?;
+        line.split(" addr=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     }
 }
 

@@ -28,8 +28,13 @@ pub fn lanyard_bin() -> PathBuf {
     if let Some(path) = std::env::var_os("LANYARD_BIN") {
         return PathBuf::from(path);
     }
-    // target/<profile>/deps/<test-exe> → target/<profile>/lanyard
+    // target/<profile>/deps/<test-exe> → target/<profile>/lanyard; a benchmark binary
+    // (target/<profile>/<bin>) has it beside itself.
     let exe = std::env::current_exe().expect("test executable path");
+    let beside = exe.parent().map(|dir| dir.join("lanyard"));
+    if let Some(bin) = beside.filter(|b| b.exists() && b != &exe) {
+        return bin;
+    }
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
@@ -126,6 +131,40 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Opt
         std::thread::park_timeout(pause);
         pause = (pause * 2).min(Duration::from_millis(200));
     }
+}
+
+/// When a `lanyard` log line was written: its leading RFC 3339 UTC timestamp
+/// (`2026-12-06T19:51:54.123456Z  INFO …`, tracing's default), so that a test or benchmark can
+/// time events from the processes' own clock instead of from when it happened to read the log.
+pub fn log_line_time(line: &str) -> Option<std::time::SystemTime> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut ymd = date.split('-').map(str::parse::<i64>);
+    let (year, month, day) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
+    let mut hms = time.split(':');
+    let hours: u64 = hms.next()?.parse().ok()?;
+    let minutes: u64 = hms.next()?.parse().ok()?;
+    let text = hms.next()?;
+    let (seconds, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let seconds: u64 = seconds.parse().ok()?;
+    // Up to nanoseconds: "5" is 500 ms, "123456" is 123.456 ms.
+    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: u32 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<9}").parse().ok()?
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    let whole = days * 86_400 + hours * 3600 + minutes * 60 + seconds;
+    Some(std::time::UNIX_EPOCH + Duration::new(whole, nanos))
 }
 
 /// A `lanyard server run` process with its own data directory and admin socket.
@@ -262,6 +301,13 @@ impl Server {
         self.spawn();
     }
 
+    /// Starts a server that was killed (or terminated) again, on the same data directory and
+    /// node API port, and waits until it is healthy; the time it was down is the caller's.
+    pub fn relaunch(&mut self) {
+        assert!(self.child.is_none(), "the server is still running");
+        self.spawn();
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
@@ -318,5 +364,31 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::log_line_time;
+
+    #[test]
+    fn log_line_times_are_read_from_the_timestamp() {
+        let at = |line: &str| log_line_time(line).map(|t| t.duration_since(UNIX_EPOCH).unwrap());
+        assert_eq!(
+            at("2026-12-06T19:51:54.123456Z  INFO lanyard_agent::sync: entry stream open"),
+            Some(Duration::from_secs(1_796_586_714) + Duration::from_micros(123_456))
+        );
+        assert_eq!(
+            at("2000-02-29T00:00:00Z x"),
+            Some(Duration::from_secs(951_782_400))
+        );
+        assert_eq!(
+            at("1970-01-01T00:00:01.5Z"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(at("no timestamp here"), None);
+        assert_eq!(at(""), None);
     }
 }

@@ -246,7 +246,7 @@ async fn start(
     };
     let bundles = BundleHandle::new(bundle.iter().cloned().collect::<BundleSet>());
     let connector = Connector::new(
-        config.server_address.clone(),
+        config.servers.clone(),
         config.server_id(),
         config.tuning.clone(),
         clock.clone(),
@@ -327,7 +327,11 @@ async fn attest_with_retry(
             Err(e) if attest::is_transient(&e) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?delay, "node attestation failed; retrying");
-                tokio::time::sleep(delay).await;
+                // A server that was down and listens again ends the wait early.
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = connector.until_reachable() => {}
+                }
             }
             Err(AgentError::AttestationRefused { code, message }) => {
                 return Err(match reason {
@@ -418,6 +422,18 @@ impl Shared {
         let renew_at = timing::renew_at_received(svid.not_before, svid.not_after, self.clock.now());
         *self.identity() = Identity { svid, renew_at };
         self.generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    /// The server of the current connection accepted it but failed the calls over it: the next
+    /// connection starts with the other servers. A new channel, so that the next call connects.
+    pub(crate) fn fail_over(&self) -> Result<(), AgentError> {
+        let Some(addr) = self.connector.avoid_current() else {
+            return Ok(());
+        };
+        tracing::info!(%addr, "the server fails calls; trying the others first");
+        let channel = self.connector.channel(ChannelKind::Agent)?;
+        *self.channel.lock().unwrap_or_else(|e| e.into_inner()) = channel;
         Ok(())
     }
 

@@ -266,7 +266,9 @@ impl Cache {
         if msg.more {
             return Ok(SyncOutcome::default());
         }
-        if msg.revision == 0 {
+        // Revision 0 is the datastore before its first entry write: a server with no entries yet
+        // says so. Once the agent has a revision, an update without one is a broken server.
+        if msg.revision == 0 && self.revision > 0 {
             self.pending = None;
             return Err(SyncError::NoRevision);
         }

@@ -276,6 +276,18 @@ fn results_for_stale_jobs_are_refused() {
 }
 
 #[test]
+fn a_datastore_without_entries_is_revision_zero() {
+    // No entry was ever written: the full set is empty and has no revision yet.
+    let mut f = fixture();
+    let outcome = f.apply(full(vec![], 0, false));
+    assert!(outcome.applied);
+    assert_eq!((f.cache.revision(), f.cache.entry_count()), (0, 0));
+    // The first write moves it on.
+    f.apply(delta(vec![entry("a", "web")], &[], 1));
+    assert_eq!((f.cache.revision(), f.cache.entry_count()), (1, 1));
+}
+
+#[test]
 fn bad_messages() {
     let mut f = fixture();
     let mut bad = entry("a", "web");

@@ -24,6 +24,9 @@ pub const DEFAULT_ROOT_SOCKET_PATH: &str = "/run/lanyard/agent/public/api.sock";
 pub const DEFAULT_DATA_DIR: &str = ".lanyard/agent";
 /// The server's node API unless told otherwise.
 pub const DEFAULT_SERVER_ADDRESS: &str = "127.0.0.1:8081";
+/// Most servers one agent may be given. Each is tried in turn when the agent connects, so a
+/// longer list only makes an outage of all of them slower to sit out.
+pub const MAX_SERVERS: usize = 64;
 
 /// Everything the agent needs to run.
 #[derive(Debug, Clone)]
@@ -31,8 +34,9 @@ pub const DEFAULT_SERVER_ADDRESS: &str = "127.0.0.1:8081";
 pub struct AgentConfig {
     /// The trust domain the agent and its server belong to.
     pub trust_domain: TrustDomain,
-    /// The server's node API.
-    pub server_address: ServerAddress,
+    /// The servers' node API: one address, or several servers on one datastore. The agent
+    /// connects to one of them at a time (`node::Connector` chooses) and fails over to another.
+    pub servers: ServerList,
     /// Holds the agent SVID, its key and the bundle (created 0700; files 0600).
     pub data_dir: PathBuf,
     /// The Workload API socket.
@@ -52,6 +56,12 @@ pub struct ServerAddress {
     host: String,
     port: u16,
 }
+
+/// The servers an agent may talk to: one to [`MAX_SERVERS`] distinct addresses, in no particular
+/// order (the agent starts at a random one, so agents spread across servers). Written
+/// `host:port,host:port`; a name that resolves to several addresses counts as all of them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerList(Vec<ServerAddress>);
 
 /// How the agent proves to the server which node it runs on.
 #[derive(Debug, Clone)]
@@ -89,13 +99,17 @@ pub struct Tuning {
     pub retry_max: Duration,
     /// CSRs per `BatchNewX509Svid` call.
     pub mint_batch_size: usize,
-    /// TCP + TLS connect timeout.
+    /// How long the TCP connect, and then the TLS handshake, to one server may take before the
+    /// next server is tried.
     pub connect_timeout: Duration,
     /// Largest node-API message accepted or sent.
     pub max_message_size: usize,
     /// HTTP/2 keep-alive ping interval on the node-API connection, so that a silently dead server
     /// is noticed and the entry stream reconnects.
     pub keepalive_interval: Duration,
+    /// While waiting out a backoff, how often the agent tries a bare TCP connect to the servers
+    /// it could not reach (each wait jittered up to twice this); one that answers ends the wait.
+    pub probe_interval: Duration,
 }
 
 // === impl AgentConfig ===
@@ -104,14 +118,14 @@ impl AgentConfig {
     /// A configuration with default tuning and no node attestor.
     pub fn new(
         trust_domain: TrustDomain,
-        server_address: ServerAddress,
+        servers: impl Into<ServerList>,
         data_dir: impl Into<PathBuf>,
         socket_path: impl Into<PathBuf>,
         trust: TrustBootstrap,
     ) -> Self {
         Self {
             trust_domain,
-            server_address,
+            servers: servers.into(),
             data_dir: data_dir.into(),
             socket_path: socket_path.into(),
             node_attestor: None,
@@ -216,6 +230,97 @@ impl From<std::net::SocketAddr> for ServerAddress {
     }
 }
 
+// === impl ServerList ===
+
+impl ServerList {
+    /// A list of `addresses`: refused if empty, longer than [`MAX_SERVERS`], or holding one
+    /// address twice.
+    pub fn new(addresses: impl IntoIterator<Item = ServerAddress>) -> Result<Self, AgentError> {
+        let addresses: Vec<ServerAddress> = addresses.into_iter().collect();
+        let bad = |reason: String| AgentError::Config(format!("server list: {reason}"));
+        if addresses.is_empty() {
+            return Err(bad("no server address; give at least one host:port".into()));
+        }
+        if addresses.len() > MAX_SERVERS {
+            return Err(bad(format!(
+                "{} server addresses; at most {MAX_SERVERS} are allowed",
+                addresses.len()
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for address in &addresses {
+            if !seen.insert(address) {
+                return Err(bad(format!("{address} is listed twice")));
+            }
+        }
+        Ok(Self(addresses))
+    }
+
+    /// The addresses, as configured.
+    pub fn addresses(&self) -> &[ServerAddress] {
+        &self.0
+    }
+
+    /// The first address configured (the channel's nominal authority; it does not choose where
+    /// the agent connects).
+    pub(crate) fn first(&self) -> &ServerAddress {
+        // `new` refuses an empty list, and nothing else makes one.
+        &self.0[0]
+    }
+}
+
+impl FromStr for ServerList {
+    type Err = AgentError;
+
+    /// `host:port`, or several separated by commas: `a:8081,b:8081,[::1]:8081`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let addresses = s
+            .split(',')
+            .map(|part| {
+                let part = part.trim();
+                if part.is_empty() {
+                    Err(AgentError::Config(format!(
+                        "server list {s:?}: an empty address (a comma too many?)"
+                    )))
+                } else {
+                    part.parse()
+                }
+            })
+            .collect::<Result<Vec<ServerAddress>, _>>()?;
+        Self::new(addresses)
+    }
+}
+
+impl fmt::Display for ServerList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, address) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{address}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ServerList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ServerList({self})")
+    }
+}
+
+impl From<ServerAddress> for ServerList {
+    fn from(address: ServerAddress) -> Self {
+        Self(vec![address])
+    }
+}
+
+impl From<std::net::SocketAddr> for ServerList {
+    fn from(address: std::net::SocketAddr) -> Self {
+        Self(vec![address.into()])
+    }
+}
+
 // === impl TrustBootstrap ===
 
 impl TrustBootstrap {
@@ -259,6 +364,7 @@ impl Default for Tuning {
             connect_timeout: Duration::from_secs(10),
             max_message_size: 16 * 1024 * 1024,
             keepalive_interval: Duration::from_secs(30),
+            probe_interval: Duration::from_millis(250),
         }
     }
 }
@@ -267,6 +373,13 @@ impl Tuning {
     pub fn with_retry(mut self, initial: Duration, max: Duration) -> Self {
         self.retry_initial = initial;
         self.retry_max = max.max(initial);
+        self
+    }
+
+    /// How often a server that could not be reached is probed during a backoff (jittered up to
+    /// twice this).
+    pub fn with_probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = interval.max(Duration::from_millis(1));
         self
     }
 
@@ -306,6 +419,17 @@ mod tests {
         ] {
             assert!(s.parse::<ServerAddress>().is_err(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn server_lists_round_trip() {
+        for s in ["127.0.0.1:8081", "a:1,b:2,[::1]:3"] {
+            let list: ServerList = s.parse().unwrap();
+            assert_eq!(list.to_string(), s);
+        }
+        let list: ServerList = " a:1 , b:2".parse().unwrap();
+        assert_eq!(list.to_string(), "a:1,b:2");
+        assert_eq!(list.addresses().len(), 2);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! Layout:
 //! - [`run`] / [`Agent`] (`agent`): start-up, the shared state, shutdown;
 //! - `attest`: the `AttestAgent` exchange (join_token, x509pop);
-//! - `node`: TCP + TLS (aws-lc-rs, passed explicitly) + tonic channel to the node API;
+//! - `node`: TCP + TLS (aws-lc-rs, passed explicitly) + tonic channel to the node API, failing
+//!   over between the configured servers;
 //! - `sync`: the `SyncEntries` stream; `mint`: workload SVIDs; `renew`: the agent SVID;
 //! - `cache`: entries, bundles and SVIDs as plain data, and the snapshot the Workload API serves;
 //! - `source`: the `IdentitySource` the Workload API reads; `workload_attestor`: callers;
@@ -36,7 +37,8 @@ use std::future::Future;
 pub use agent::Agent;
 pub use config::{
     AgentConfig, DEFAULT_DATA_DIR, DEFAULT_ROOT_SOCKET_PATH, DEFAULT_SERVER_ADDRESS,
-    DEFAULT_SOCKET_PATH, NodeAttestorConfig, ServerAddress, TrustBootstrap, Tuning,
+    DEFAULT_SOCKET_PATH, MAX_SERVERS, NodeAttestorConfig, ServerAddress, ServerList,
+    TrustBootstrap, Tuning,
 };
 pub use error::AgentError;
 pub use lanyard_attestation::JoinToken;

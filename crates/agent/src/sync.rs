@@ -1,5 +1,8 @@
-//! The entry stream: one `SyncEntries` call kept open, reconnected with jittered exponential
-//! backoff, resumed from the last revision applied. Each complete update is applied to the cache
+//! The entry stream: one `SyncEntries` call kept open, resumed from the last revision applied,
+//! on whichever server the connector reaches. A stream that was serving and broke is reopened at
+//! once (a round over the servers: the one that just failed is likely down); after that, rounds
+//! are paced by jittered exponential backoff, cut short when a server that was down listens
+//! again. Each complete update is applied to the cache
 //! and published; a changed bundle is persisted and used to authenticate the server from then on.
 
 use std::sync::Arc;
@@ -20,10 +23,14 @@ pub(crate) async fn sync_loop(
     let tuning = &shared.config.tuning;
     let mut backoff = Backoff::new(tuning.retry_initial, tuning.retry_max);
     let mut generation = shared.generation.subscribe();
+    // When a stream that had served last broke without waiting: at most once per `retry_max`, so
+    // that a server that serves and breaks over and over is still backed off from.
+    let mut last_immediate: Option<tokio::time::Instant> = None;
     loop {
         let seen = *generation.borrow_and_update();
+        let mut served = false;
         let outcome = tokio::select! {
-            outcome = stream_once(&shared, &mut backoff) => outcome,
+            outcome = stream_once(&shared, &mut backoff, &mut served) => outcome,
             // A new agent SVID: reconnect over a connection that presents it.
             _ = generation.changed() => {
                 tracing::debug!("agent SVID changed; reconnecting the entry stream");
@@ -35,6 +42,9 @@ pub(crate) async fn sync_loop(
             Ok(()) => tracing::info!("the server closed the entry stream; reconnecting"),
             Err(CallError::Transient(detail)) => {
                 tracing::warn!(error = %detail, "entry stream failed; reconnecting");
+                if !served && let Err(e) = shared.fail_over() {
+                    tracing::warn!(error = %e, "cannot make a new node-API channel");
+                }
             }
             Err(CallError::Rejected(status)) => {
                 let reason = format!("entry stream: {}", status.message());
@@ -50,10 +60,20 @@ pub(crate) async fn sync_loop(
                 }
             }
         }
+        let now = tokio::time::Instant::now();
+        if served && last_immediate.is_none_or(|at| now.duration_since(at) >= tuning.retry_max) {
+            last_immediate = Some(now);
+            continue;
+        }
         let delay = backoff.next_delay();
         let mut changed = generation.clone();
+        let connector = shared.connector.clone();
         if pause(delay, &mut stop, async move {
-            let _ = changed.changed().await;
+            tokio::select! {
+                _ = changed.changed() => {}
+                // A server that was down listens again: no need to wait the backoff out.
+                () = connector.until_reachable() => {}
+            }
         })
         .await
         {
@@ -62,8 +82,12 @@ pub(crate) async fn sync_loop(
     }
 }
 
-/// One `SyncEntries` call, until it ends.
-async fn stream_once(shared: &Shared, backoff: &mut Backoff) -> Result<(), CallError> {
+/// One `SyncEntries` call, until it ends; `served` turns true with the first message applied.
+async fn stream_once(
+    shared: &Shared,
+    backoff: &mut Backoff,
+    served: &mut bool,
+) -> Result<(), CallError> {
     let since = {
         let mut cache = shared.cache();
         // Chunks of an update the last stream did not finish are sent again in full.
@@ -78,12 +102,13 @@ async fn stream_once(shared: &Shared, backoff: &mut Backoff) -> Result<(), CallE
         .await
         .map_err(classify)?
         .into_inner();
-    tracing::debug!(since_revision = since, "entry stream open");
+    tracing::info!(since_revision = since, "entry stream open");
     // The server answered: whatever could not be minted while it was away can be now.
     shared.mint_wakeup.notify_one();
     while let Some(message) = stream.message().await.map_err(classify)? {
-        backoff.reset();
         apply(shared, message).map_err(CallError::Transient)?;
+        backoff.reset();
+        *served = true;
     }
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use anyhow::Context as _;
 use clap::Args;
-use lanyard_agent::{AgentConfig, JoinToken, NodeAttestorConfig, ServerAddress, TrustBootstrap};
+use lanyard_agent::{AgentConfig, JoinToken, NodeAttestorConfig, ServerList, TrustBootstrap};
 use lanyard_core::TrustDomain;
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -28,8 +28,9 @@ pub(crate) struct AgentRunArgs {
     /// The trust domain, e.g. example.org.
     #[arg(long)]
     trust_domain: Option<TrustDomain>,
-    /// The server's node API, HOST:PORT (default 127.0.0.1:8081).
-    #[arg(long)]
+    /// The servers' node API, HOST:PORT, or several separated by commas when servers share one
+    /// datastore: the agent fails over between them (default 127.0.0.1:8081).
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT…]")]
     server: Option<String>,
     /// The Workload API socket (default /run/lanyard/agent/public/api.sock as root, else
     /// /tmp/lanyard-agent/public/api.sock).
@@ -66,7 +67,7 @@ pub(crate) struct AgentRunArgs {
 #[serde(deny_unknown_fields)]
 struct AgentFile {
     trust_domain: Option<TrustDomain>,
-    server: Option<String>,
+    server: Option<ServerSetting>,
     socket: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     join_token: Option<Secret>,
@@ -76,6 +77,64 @@ struct AgentFile {
     trust_bundle: Option<PathBuf>,
     #[serde(default)]
     insecure_bootstrap: bool,
+}
+
+/// `server` in the file: `"host:port"` (commas allowed, as on the command line) or an array.
+#[derive(Debug)]
+enum ServerSetting {
+    One(String),
+    Several(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for ServerSetting {
+    /// By hand, so that a wrong type is reported as what is expected (an untagged enum would say
+    /// only that no variant matched).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ServerSetting;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a \"host:port\" string (commas between several) or an array of them")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ServerSetting::One(v.to_owned()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut addresses = Vec::new();
+                while let Some(address) = seq.next_element::<String>()? {
+                    addresses.push(address);
+                }
+                Ok(ServerSetting::Several(addresses))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl ServerSetting {
+    fn parse(&self) -> anyhow::Result<ServerList> {
+        match self {
+            Self::One(list) => list
+                .parse()
+                .with_context(|| format!("`server = {list:?}` in the config file")),
+            Self::Several(addresses) => {
+                let parsed = addresses
+                    .iter()
+                    .map(|a| {
+                        a.parse()
+                            .with_context(|| format!("`server` in the config file: {a:?}"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(ServerList::new(parsed).context("`server` in the config file")?)
+            }
+        }
+    }
 }
 
 fn read_file(path: &Path) -> anyhow::Result<AgentFile> {
@@ -239,13 +298,11 @@ impl AgentRunArgs {
             .trust_domain
             .or(file.trust_domain)
             .context("a trust domain is required: pass --trust-domain or set trust_domain in the config file")?;
-        let server = self
-            .server
-            .or(file.server)
-            .unwrap_or_else(|| lanyard_agent::DEFAULT_SERVER_ADDRESS.to_owned());
-        let server: ServerAddress = server
-            .parse()
-            .with_context(|| format!("--server `{server}`"))?;
+        let server: ServerList = match (&self.server, &file.server) {
+            (Some(flag), _) => flag.parse().with_context(|| format!("--server `{flag}`"))?,
+            (None, Some(setting)) => setting.parse()?,
+            (None, None) => lanyard_agent::DEFAULT_SERVER_ADDRESS.parse()?,
+        };
         let trust = match self.trust_bundle.or(file.trust_bundle) {
             Some(path) => {
                 let bytes = std::fs::read(&path)
@@ -384,6 +441,66 @@ mod tests {
             .into_config_with_env(None)
             .unwrap();
         assert!(config.node_attestor.is_none());
+    }
+
+    #[test]
+    fn servers_come_from_the_flag_or_the_file_as_a_string_or_an_array() {
+        let dir = tempfile::tempdir().unwrap();
+        let config_file = dir.path().join("agent.toml");
+        let config_arg = config_file.to_str().unwrap();
+        let from_file = |body: &str| {
+            std::fs::write(&config_file, body).unwrap();
+            args(&["--config", config_arg]).into_config_with_env(None)
+        };
+        let servers = |config: AgentConfig| config.servers.to_string();
+
+        assert_eq!(
+            servers(args(&[]).into_config_with_env(None).unwrap()),
+            "127.0.0.1:8081"
+        );
+        assert_eq!(
+            servers(
+                args(&["--server", "a:1,b:2"])
+                    .into_config_with_env(None)
+                    .unwrap()
+            ),
+            "a:1,b:2"
+        );
+        assert_eq!(servers(from_file("server = \"a:1\"\n").unwrap()), "a:1");
+        assert_eq!(
+            servers(from_file("server = [\"a:1\", \"[::1]:2\", \"c:3\"]\n").unwrap()),
+            "a:1,[::1]:2,c:3"
+        );
+        // The flag wins over the file.
+        let config = args(&["--config", config_arg, "--server", "z:9"])
+            .into_config_with_env(None)
+            .unwrap();
+        assert_eq!(servers(config), "z:9");
+
+        for (body, expected) in [
+            ("server = []\n", "no server address"),
+            ("server = [\"a:1\", \"a:1\"]\n", "a:1 is listed twice"),
+            ("server = \"a:1,,b:2\"\n", "an empty address"),
+            ("server = [\"a:1,b:2\"]\n", "\"a:1,b:2\""),
+            ("server = 7\n", "expected a \"host:port\" string"),
+            ("server = [7]\n", "expected a string"),
+        ] {
+            let err = format!("{:#}", from_file(body).unwrap_err());
+            assert!(err.contains(expected), "{body}: {err}");
+        }
+        let many: Vec<String> = (1..=65).map(|i| format!("h{i}:1")).collect();
+        let err = format!(
+            "{:#}",
+            args(&["--server", &many.join(",")])
+                .into_config_with_env(None)
+                .unwrap_err()
+        );
+        assert!(err.contains("at most 64"), "{err}");
+        assert!(
+            args(&["--server", &many[..64].join(",")])
+                .into_config_with_env(None)
+                .is_ok()
+        );
     }
 
     #[test]

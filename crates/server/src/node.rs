@@ -1198,6 +1198,14 @@ impl EntryStream {
         revoked: &[pb::RevokedToken],
     ) -> Result<HashMap<EntryId, u64>, Ended> {
         let parents = &grants.parents;
+        // An agent that failed over from another server of the datastore may have seen writes
+        // this server has not read yet: read them now, so that it resumes rather than starting
+        // over with a full set that lacks them.
+        if since > self.state.index.revision()
+            && let Err(e) = self.state.index.catch_up(&*self.state.store).await
+        {
+            tracing::warn!(error = %e, "cannot read entry changes; sending the full set");
+        }
         // An alias that expired may have granted entries the agent still holds, with no write to
         // say so: only a full set tells the agent to drop them.
         let resumable = since > 0 && since <= self.state.index.revision() && !grants.expired;

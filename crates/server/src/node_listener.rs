@@ -134,16 +134,20 @@ pub(crate) fn server_id(td: &lanyard_core::TrustDomain) -> SpiffeId {
         .unwrap_or_else(|_| td.id())
 }
 
-/// Keeps the server SVID and bundle current until `stop`.
+/// Keeps the server SVID and bundle current until `stop`: checked every few seconds, and at once
+/// when the published bundle changes (another server on the datastore added its root: the agents
+/// it signed must be able to fail over to this server from that moment).
 pub(crate) async fn maintain_tls(
     state: Arc<ServerState>,
     tls: NodeTls,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut interval = tokio::time::interval(SERVER_SVID_CHECK);
+    let mut bundles = state.bundles.subscribe();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
+            changed = bundles.changed() => if changed.is_err() { return },
             _ = stop.wait_for(|s| *s) => return,
         }
         if let Err(e) = tls.maintain(&state.authority, state.clock.now()) {

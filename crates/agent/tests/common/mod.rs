@@ -104,6 +104,8 @@ pub struct State {
     pub jwt_minted: usize,
     /// `since_revision` of every SyncEntries call, in order.
     pub sync_requests: Vec<u64>,
+    /// The server address (of several sharing this state) each SyncEntries call came to.
+    pub sync_servers: Vec<SocketAddr>,
     /// Full sets sent.
     pub full_syncs: usize,
     /// The client SPIFFE ID of every call after attestation.
@@ -123,7 +125,7 @@ struct Service {
 
 /// The client's verified SPIFFE ID, for tonic's request extensions.
 #[derive(Debug, Clone)]
-struct Peer(Option<SpiffeId>);
+struct Peer(Option<SpiffeId>, SocketAddr);
 
 pub struct FakeServer {
     pub ca: Arc<Ca>,
@@ -133,6 +135,8 @@ pub struct FakeServer {
     tls: Arc<rustls::ServerConfig>,
     server_svid: SvidHandle,
     running: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// Bumped to cut every open connection while the listener stays (see [`Self::sever`]).
+    sever: watch::Sender<u64>,
 }
 
 impl FakeServer {
@@ -170,10 +174,34 @@ impl FakeServer {
             tls: Arc::new(tls),
             server_svid,
             running: None,
+            sever: watch::Sender::new(0),
         };
         server.renew_server_svid();
         server.serve().await;
         server
+    }
+
+    /// Another server of the same deployment on its own port: the same CA, entries, revisions and
+    /// counters, as servers on one datastore share them.
+    pub async fn sibling(&self) -> Self {
+        let mut server = Self {
+            ca: self.ca.clone(),
+            clock: self.clock.clone(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            service: self.service.clone(),
+            tls: self.tls.clone(),
+            server_svid: self.server_svid.clone(),
+            running: None,
+            sever: watch::Sender::new(0),
+        };
+        server.serve().await;
+        server
+    }
+
+    /// Cuts every open connection (reads and writes fail) while the listener keeps accepting:
+    /// a connection lost with the server still up.
+    pub fn sever(&self) {
+        self.sever.send_modify(|n| *n += 1);
     }
 
     /// A fresh server SVID from the current CA (long-lived: tests age agents, not the server).
@@ -201,6 +229,7 @@ impl FakeServer {
         let (conn_tx, conn_rx) = mpsc::channel::<io::Result<Conn>>(16);
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tls.clone());
         let mut accept_stop = stop_rx.clone();
+        let sever = self.sever.subscribe();
         tokio::spawn(async move {
             loop {
                 let (tcp, _) = tokio::select! {
@@ -215,6 +244,8 @@ impl FakeServer {
                 let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let conn_tx = conn_tx.clone();
+                let mut sever = sever.clone();
+                sever.borrow_and_update();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -224,7 +255,19 @@ impl FakeServer {
                         .1
                         .peer_certificates()
                         .and_then(lanyard_tls::peer_spiffe_id);
-                    let _ = conn_tx.send(Ok(Conn { tls, peer })).await;
+                    let local = tls.get_ref().0.local_addr().unwrap();
+                    let severed: Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+                        Box::pin(async move {
+                            let _ = sever.changed().await;
+                        });
+                    let _ = conn_tx
+                        .send(Ok(Conn {
+                            tls,
+                            peer,
+                            local,
+                            severed: Some(severed),
+                        }))
+                        .await;
                 });
             }
         });
@@ -405,7 +448,9 @@ impl pb::node_server::Node for Service {
     ) -> Result<Response<Self::SyncEntriesStream>, Status> {
         let agent = self.caller(&request)?;
         let since = request.get_ref().since_revision;
+        let local = request.extensions().get::<Peer>().unwrap().1;
         self.state().sync_requests.push(since);
+        self.state().sync_servers.push(local);
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(self.clone().stream(agent, since, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -640,12 +685,30 @@ fn delta(state: &State, since: u64) -> pb::SyncEntriesResponse {
 struct Conn {
     tls: tokio_rustls::server::TlsStream<TcpStream>,
     peer: Option<SpiffeId>,
+    /// The server address the client connected to.
+    local: SocketAddr,
+    /// Completes when the server severs its connections; `None` once it has.
+    severed: Option<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+impl Conn {
+    fn check_severed(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if let Some(severed) = &mut self.severed
+            && severed.as_mut().poll(cx).is_ready()
+        {
+            self.severed = None;
+        }
+        match self.severed {
+            None => Err(io::ErrorKind::ConnectionReset.into()),
+            Some(_) => Ok(()),
+        }
+    }
 }
 
 impl Connected for Conn {
     type ConnectInfo = Peer;
     fn connect_info(&self) -> Peer {
-        Peer(self.peer.clone())
+        Peer(self.peer.clone(), self.local)
     }
 }
 
@@ -655,6 +718,7 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.check_severed(cx)?;
         Pin::new(&mut self.tls).poll_read(cx, buf)
     }
 }
@@ -665,6 +729,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.check_severed(cx)?;
         Pin::new(&mut self.tls).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -713,7 +778,7 @@ impl Env {
             .unwrap();
         let mut config = AgentConfig::new(
             td(),
-            self.server.addr.into(),
+            self.server.addr,
             self.data_dir(),
             self.socket(),
             trust,
