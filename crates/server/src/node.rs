@@ -6,7 +6,7 @@
 //! agent has. Every call but `AttestAgent` requires the agent's SVID as the TLS client
 //! certificate, and the agent must be attested (not evicted) and not banned.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -26,7 +26,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::admin::{ca_status, store_status};
 use crate::convert::{invalid, parse_entry_id};
-use crate::index::{AliasGrants, IndexUpdate};
+use crate::index::{AliasGrants, Delivery, IndexUpdate, IndexedEntry, Subscription};
 use crate::limits::{Admit, MAX_LOGGED_TEXT, MAX_X509POP_CHAIN, clip, count_der_elements};
 use crate::node_listener::{PeerInfo, serial_of};
 use crate::{ServerState, unix_seconds};
@@ -114,23 +114,33 @@ fn peer<T>(request: &Request<T>) -> Option<&PeerInfo> {
     request.extensions().get::<PeerInfo>()
 }
 
-pub(crate) fn entry_to_node_proto(entry: &RegistrationEntry) -> pb::Entry {
-    let admin = crate::convert::entry_to_proto(entry);
+/// An indexed entry as the node API sends it.
+pub(crate) fn indexed_to_node_proto(entry: &IndexedEntry) -> pb::Entry {
+    let seconds = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     pb::Entry {
-        id: admin.id,
-        spiffe_id: admin.spiffe_id,
-        parent_id: admin.parent_id,
-        selectors: admin.selectors,
-        x509_svid_ttl_seconds: admin.x509_svid_ttl_seconds,
-        jwt_svid_ttl_seconds: admin.jwt_svid_ttl_seconds,
-        dns_names: admin.dns_names,
-        federates_with: admin.federates_with,
-        admin: admin.admin,
-        downstream: admin.downstream,
-        hint: admin.hint,
-        expires_at: admin.expires_at,
-        revision: admin.revision,
+        id: entry.id().to_string(),
+        spiffe_id: entry.spiffe_id().to_owned(),
+        parent_id: entry.parent_id().to_owned(),
+        selectors: entry.selectors().map(str::to_owned).collect(),
+        x509_svid_ttl_seconds: seconds(entry.x509_svid_ttl()),
+        jwt_svid_ttl_seconds: seconds(entry.jwt_svid_ttl()),
+        dns_names: entry.dns_names().iter().map(ToString::to_string).collect(),
+        federates_with: entry
+            .federates_with()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        admin: entry.admin(),
+        downstream: entry.downstream(),
+        hint: entry.hint().to_owned(),
+        expires_at: entry.expires_at().map_or(0, unix_seconds),
+        revision: entry.revision(),
     }
+}
+
+/// Whether an agent whose authorized parents are `parents` serves entries under `parent`.
+fn serves(parents: &BTreeSet<SpiffeId>, parent: &str) -> bool {
+    parents.iter().any(|p| p.as_str() == parent)
 }
 
 // === impl AgentRevocation ===
@@ -1055,43 +1065,49 @@ enum Ended {
 impl EntryStream {
     async fn run(self, since: u64, mut stop: watch::Receiver<bool>) {
         // Subscribe before reading, so nothing committed in between is missed.
-        let mut updates = self.state.index.subscribe();
+        let (mut updates, grants) = self.state.index.subscribe(
+            &self.agent.spiffe_id,
+            &self.agent.selectors,
+            self.state.clock.now(),
+        );
         let mut bundles = self.state.bundles.subscribe();
         let mut revoked = self.state.agent_revoked.subscribe();
-        let grants = self.grants();
         let mut parents = grants.parents.clone();
         let mut alias_expiry = grants.next_expiry;
         let mut revocations = self.state.revocations.subscribe();
         let published = bundles.borrow_and_update().clone();
         let revoked_tokens = revocations.borrow_and_update().clone();
-        let mut sent = match self
+        // The index revision the agent's set reflects: queued updates up to it are in it.
+        let mut synced = match self
             .initial(since, &grants, &published, &revoked_tokens)
             .await
         {
-            Ok(sent) => sent,
+            Ok(synced) => synced,
             Err(Ended::Closed) => return,
         };
         loop {
             let outcome = tokio::select! {
-                update = updates.recv() => match update {
-                    Ok(update) => self.apply(&update, &mut parents, &mut alias_expiry, &mut sent).await,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Fell behind: start again from a full set.
-                        let grants = self.grants();
-                        (parents, alias_expiry) = (grants.parents, grants.next_expiry);
-                        self.full(&parents, None).await.map(|s| sent = s)
+                delivery = updates.recv() => match delivery {
+                    Some(Delivery::Update(update)) => {
+                        self.apply(&updates, &update, &mut parents, &mut alias_expiry, &mut synced).await
                     }
-                    Err(broadcast::error::RecvError::Closed) => Err(Ended::Closed),
+                    Some(Delivery::Resync) => {
+                        // Fell behind: start again from a full set.
+                        let grants = self.resubscribe(&updates);
+                        (parents, alias_expiry) = (grants.parents, grants.next_expiry);
+                        self.full(&parents, None).await.map(|r| synced = r)
+                    }
+                    None => Err(Ended::Closed),
                 },
                 () = self.until(alias_expiry) => {
                     // A node alias stopped granting: what the agent may serve changed.
-                    let grants = self.grants();
+                    let grants = self.resubscribe(&updates);
                     alias_expiry = grants.next_expiry;
                     if grants.parents == parents {
                         Ok(())
                     } else {
                         parents = grants.parents;
-                        self.full(&parents, None).await.map(|s| sent = s)
+                        self.full(&parents, None).await.map(|r| synced = r)
                     }
                 },
                 changed = bundles.changed() => match changed {
@@ -1135,9 +1151,10 @@ impl EntryStream {
         }
     }
 
-    /// What node aliases grant this stream's agent now.
-    fn grants(&self) -> AliasGrants {
-        self.state.index.grants(
+    /// What node aliases grant this stream's agent now; the subscription follows.
+    fn resubscribe(&self, updates: &Subscription) -> AliasGrants {
+        self.state.index.resubscribe(
+            updates,
             &self.agent.spiffe_id,
             &self.agent.selectors,
             self.state.clock.now(),
@@ -1162,14 +1179,14 @@ impl EntryStream {
     }
 
     /// The first answer: what changed since `since` if the store still has it and no node alias
-    /// changed, otherwise the full set. Returns the ids the agent now holds.
+    /// changed, otherwise the full set. Returns the index revision the agent's set reflects.
     async fn initial(
         &self,
         since: u64,
         grants: &AliasGrants,
         bundles: &PublishedBundles,
         revoked: &[pb::RevokedToken],
-    ) -> Result<HashMap<EntryId, u64>, Ended> {
+    ) -> Result<u64, Ended> {
         let parents = &grants.parents;
         // An alias that expired may have granted entries the agent still holds, with no write to
         // say so: only a full set tells the agent to drop them.
@@ -1184,97 +1201,82 @@ impl EntryStream {
                 lanyard_store::EntryChange::Delete { .. } => true,
             });
             if !alias_may_have_changed {
-                let (entries, _) = self.state.index.entries_under(parents);
-                let held = entries
-                    .iter()
-                    .map(|e| (e.id().clone(), e.revision()))
-                    .collect();
                 let ids: Vec<EntryId> = changes
                     .changes
                     .iter()
                     .map(|c| c.entry_id().clone())
                     .collect();
-                let (puts, removed) = self.classify(&ids, parents);
+                let mut puts = Vec::new();
+                let mut removed = Vec::new();
+                // Ids the agent may not serve (any more) are removed; it ignores unknown ones.
+                let synced = self.state.index.visit(&ids, |id, entry| match entry {
+                    Some(entry) if serves(parents, entry.parent_id()) => {
+                        puts.push(indexed_to_node_proto(entry));
+                    }
+                    _ => removed.push(id.clone()),
+                });
                 let revision = changes.current_revision.max(since);
                 self.send_chunked(false, puts, removed, revision, Some((bundles, revoked)))
                     .await?;
-                return Ok(held);
+                return Ok(synced);
             }
         }
         self.full(parents, Some((bundles, revoked))).await
     }
 
-    /// Sends the whole authorized set, in chunks.
+    /// Sends the whole authorized set, in chunks; returns the index revision it is from.
     async fn full(
         &self,
         parents: &BTreeSet<SpiffeId>,
         first: Option<(&PublishedBundles, &[pb::RevokedToken])>,
-    ) -> Result<HashMap<EntryId, u64>, Ended> {
-        let (entries, revision) = self.state.index.entries_under(parents);
-        let sent = entries
-            .iter()
-            .map(|e| (e.id().clone(), e.revision()))
-            .collect();
+    ) -> Result<u64, Ended> {
+        let mut entries = Vec::new();
+        let revision = self
+            .state
+            .index
+            .entries_under(parents, |e| entries.push(indexed_to_node_proto(e)));
         self.send_chunked(true, entries, Vec::new(), revision, first)
             .await?;
-        Ok(sent)
+        Ok(revision)
     }
 
-    /// Splits the changed ids into entries this agent may serve and ids it must drop.
-    fn classify(
-        &self,
-        ids: &[EntryId],
-        parents: &BTreeSet<SpiffeId>,
-    ) -> (Vec<RegistrationEntry>, Vec<EntryId>) {
-        let mut puts = Vec::new();
-        let mut removed = Vec::new();
-        for id in ids {
-            match self.state.index.get(id) {
-                Some(entry) if parents.contains(entry.parent_id()) => puts.push(entry),
-                _ => removed.push(id.clone()),
-            }
-        }
-        (puts, removed)
-    }
-
+    /// Sends what `update` changed under this agent's parents.
     async fn apply(
         &self,
+        updates: &Subscription,
         update: &IndexUpdate,
         parents: &mut BTreeSet<SpiffeId>,
         alias_expiry: &mut Option<SystemTime>,
-        sent: &mut HashMap<EntryId, u64>,
+        synced: &mut u64,
     ) -> Result<(), Ended> {
+        if update.revision <= *synced {
+            // Already in the set the agent was sent.
+            return Ok(());
+        }
         if update.aliases_changed {
-            let grants = self.grants();
+            let grants = self.resubscribe(updates);
             *alias_expiry = grants.next_expiry;
             if &grants.parents != parents {
                 *parents = grants.parents;
-                *sent = self.full(parents, None).await?;
+                *synced = self.full(parents, None).await?;
                 return Ok(());
             }
         }
-        // Only the entries under this agent's parents, as the index grouped them.
-        let puts: Vec<RegistrationEntry> = parents
+        let mut puts = Vec::new();
+        let mut removed = Vec::new();
+        for changes in parents
             .iter()
-            .filter_map(|p| update.puts_by_parent.get(p))
-            .flatten()
-            .cloned()
-            .collect();
-        let kept: std::collections::HashSet<&EntryId> =
-            puts.iter().map(RegistrationEntry::id).collect();
-        // Everything else that changed and that the agent holds was deleted or moved away.
-        let removed: Vec<EntryId> = update
-            .changed
-            .iter()
-            .filter(|id| !kept.contains(id) && sent.contains_key(*id))
-            .cloned()
-            .collect();
-        for id in &removed {
-            sent.remove(id);
+            .filter_map(|p| update.by_parent.get(p.as_str()))
+        {
+            puts.extend(changes.puts.iter().map(indexed_to_node_proto));
+            removed.extend(changes.removed.iter().cloned());
         }
-        for entry in &puts {
-            sent.insert(entry.id().clone(), entry.revision());
+        if !puts.is_empty() && !removed.is_empty() {
+            // Moved between two of this agent's parents, or deleted and created again.
+            let kept: HashSet<&str> = puts.iter().map(|e| e.id.as_str()).collect();
+            removed.retain(|id| !kept.contains(id.as_str()));
         }
+        *synced = update.revision;
         if puts.is_empty() && removed.is_empty() {
             return Ok(());
         }
@@ -1287,20 +1289,18 @@ impl EntryStream {
     async fn send_chunked(
         &self,
         full_sync: bool,
-        entries: Vec<RegistrationEntry>,
+        entries: Vec<pb::Entry>,
         removed: Vec<EntryId>,
         revision: u64,
         first: Option<(&PublishedBundles, &[pb::RevokedToken])>,
     ) -> Result<(), Ended> {
-        let mut chunks: Vec<&[RegistrationEntry]> = entries.chunks(SYNC_CHUNK).collect();
-        if chunks.is_empty() {
-            chunks.push(&[]);
-        }
-        let last = chunks.len() - 1;
-        for (i, chunk) in chunks.into_iter().enumerate() {
+        let chunks = entries.len().div_ceil(SYNC_CHUNK).max(1);
+        let last = chunks - 1;
+        let mut entries = entries.into_iter();
+        for i in 0..chunks {
             let mut message = pb::SyncEntriesResponse {
                 full_sync: full_sync && i == 0,
-                entries: chunk.iter().map(entry_to_node_proto).collect(),
+                entries: entries.by_ref().take(SYNC_CHUNK).collect(),
                 more: i != last,
                 revision: if i == last { revision } else { 0 },
                 ..Default::default()

@@ -73,9 +73,7 @@ pub(super) async fn heartbeat(store: &SqlStore, server: &ServerInfo) -> Result<S
 }
 
 pub(super) async fn list(store: &SqlStore) -> Result<Vec<ServerRecord>> {
-    let stmt = Stmt::new(format!(
-        "SELECT {COLUMNS} FROM servers ORDER BY server_id"
-    ));
+    let stmt = Stmt::new(format!("SELECT {COLUMNS} FROM servers ORDER BY server_id"));
     store
         .pool
         .fetch_all(stmt)

@@ -2700,7 +2700,10 @@ pub(crate) async fn servers_beat_and_are_listed(ctx: Ctx) {
 
     let listed = ctx.store.list_servers().await.unwrap();
     assert_eq!(
-        listed.iter().map(|s| s.info.server_id.as_str()).collect::<Vec<_>>(),
+        listed
+            .iter()
+            .map(|s| s.info.server_id.as_str())
+            .collect::<Vec<_>>(),
         ["a", "b"]
     );
     assert_eq!(listed[0].info, without_health);
@@ -2710,13 +2713,19 @@ pub(crate) async fn servers_beat_and_are_listed(ctx: Ctx) {
     let mut empty = info("", start);
     assert!(matches!(
         ctx.store.server_heartbeat(&empty).await,
-        Err(Error::InvalidArgument { field: "server_id", .. })
+        Err(Error::InvalidArgument {
+            field: "server_id",
+            ..
+        })
     ));
     empty.server_id = "c".to_owned();
     empty.node_address = "x".repeat(10_000);
     assert!(matches!(
         ctx.store.server_heartbeat(&empty).await,
-        Err(Error::InvalidArgument { field: "node_address", .. })
+        Err(Error::InvalidArgument {
+            field: "node_address",
+            ..
+        })
     ));
     assert_eq!(ctx.store.list_servers().await.unwrap().len(), 2);
 }
