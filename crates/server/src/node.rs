@@ -31,8 +31,12 @@ use crate::limits::{Admit, MAX_LOGGED_TEXT, MAX_X509POP_CHAIN, clip, count_der_e
 use crate::node_listener::{PeerInfo, serial_of};
 use crate::{ServerState, unix_seconds};
 
-/// Entries per message of a full set.
+/// Most entries per message of an entry update.
 const SYNC_CHUNK: usize = 1000;
+/// Entries are added to a message while it stays under this size (a message holds at least one
+/// entry). An open stream keeps an encode buffer as large as its largest message (see
+/// `lanyard_proto::codec`), so small messages keep 10,000 open streams' buffers at 8 KiB each.
+const SYNC_CHUNK_BYTES: usize = 6 * 1024;
 /// Most CSRs in one BatchNewX509Svid call.
 const MAX_SVID_BATCH: usize = 1000;
 /// Largest node API message.
@@ -136,6 +140,30 @@ pub(crate) fn indexed_to_node_proto(entry: &IndexedEntry) -> pb::Entry {
         expires_at: entry.expires_at().map_or(0, unix_seconds),
         revision: entry.revision(),
     }
+}
+
+/// Splits entries into messages of at most [`SYNC_CHUNK`] entries and, past the first entry of
+/// each, [`SYNC_CHUNK_BYTES`]; always at least one (possibly empty) message.
+fn chunk_entries(entries: Vec<pb::Entry>) -> Vec<Vec<pb::Entry>> {
+    use prost::Message as _;
+    let mut chunks = vec![Vec::new()];
+    let mut bytes = 0;
+    for entry in entries {
+        // The entry's bytes within the message: its own, a tag and a length prefix.
+        let size = entry.encoded_len() + 4;
+        let current = chunks
+            .last_mut()
+            .filter(|c| c.is_empty() || (c.len() < SYNC_CHUNK && bytes + size <= SYNC_CHUNK_BYTES));
+        match current {
+            Some(chunk) => chunk.push(entry),
+            None => {
+                bytes = 0;
+                chunks.push(vec![entry]);
+            }
+        }
+        bytes += size;
+    }
+    chunks
 }
 
 /// Whether an agent whose authorized parents are `parents` serves entries under `parent`.
@@ -1294,13 +1322,12 @@ impl EntryStream {
         revision: u64,
         first: Option<(&PublishedBundles, &[pb::RevokedToken])>,
     ) -> Result<(), Ended> {
-        let chunks = entries.len().div_ceil(SYNC_CHUNK).max(1);
-        let last = chunks - 1;
-        let mut entries = entries.into_iter();
-        for i in 0..chunks {
+        let chunks = chunk_entries(entries);
+        let last = chunks.len() - 1;
+        for (i, chunk) in chunks.into_iter().enumerate() {
             let mut message = pb::SyncEntriesResponse {
                 full_sync: full_sync && i == 0,
-                entries: entries.by_ref().take(SYNC_CHUNK).collect(),
+                entries: chunk,
                 more: i != last,
                 revision: if i == last { revision } else { 0 },
                 ..Default::default()
