@@ -1354,3 +1354,39 @@ impl EntryStream {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize, hint_bytes: usize) -> pb::Entry {
+        pb::Entry {
+            id: format!("{i:032x}"),
+            spiffe_id: format!("spiffe://example.org/w/{i}"),
+            parent_id: "spiffe://example.org/lanyard/agent/join_token/a".to_owned(),
+            selectors: vec![format!("k8s:sa:w-{i}")],
+            hint: "h".repeat(hint_bytes),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn full_sets_go_in_small_messages_and_keep_every_entry_in_order() {
+        use prost::Message as _;
+        let entries: Vec<pb::Entry> = (0..1000).map(|i| entry(i, 0)).collect();
+        let chunks = chunk_entries(entries.clone());
+        assert!(chunks.len() > 1);
+        for chunk in &chunks {
+            let message = pb::SyncEntriesResponse {
+                entries: chunk.clone(),
+                ..Default::default()
+            };
+            assert!(message.encoded_len() <= SYNC_CHUNK_BYTES);
+        }
+        assert_eq!(chunks.concat(), entries);
+        // An entry larger than the budget goes alone; nothing is an empty message but "none".
+        let big = chunk_entries(vec![entry(1, 10_000), entry(2, 0), entry(3, 10_000)]);
+        assert_eq!(big.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+        assert_eq!(chunk_entries(Vec::new()), vec![Vec::new()]);
+    }
+}
