@@ -406,3 +406,78 @@ async fn reserved_ids_are_counted_but_not_served() {
     index.catch_up(&*f.store).await.unwrap();
     assert_eq!(index.len(), 1);
 }
+
+/// Memory per entry, measured as the growth of this process's RSS while 1,000,000 entries shaped
+/// like node-load's (an agent parent among 10,000, two selectors of which one is shared by 1% of
+/// the entries, a unique SPIFFE ID) go into the index. Run alone, one test per process:
+/// `cargo test -p lanyard-server index_memory_compact -- --ignored --nocapture` (and
+/// `index_memory_before`, the structure this index replaced: `HashMap<EntryId,
+/// RegistrationEntry>` and `HashMap<SpiffeId, BTreeSet<EntryId>>`).
+const MEMORY_ENTRIES: usize = 1_000_000;
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn load_shaped(i: usize) -> RegistrationEntry {
+    let mut spec = spec(
+        &format!(
+            "{:032x}",
+            0x0190_0000_0000_0000_0000_0000_0000_0000_u128 + i as u128 * 7919
+        ),
+        &format!("spiffe://example.org/bench/ns-{}/w-{i}", i % 100),
+        &format!(
+            "spiffe://example.org/lanyard/agent/join_token/a-{}",
+            i % 10_000
+        ),
+        &[],
+    );
+    spec.selectors = selectors(&[&format!("k8s:ns:ns-{}", i % 100), &format!("k8s:sa:w-{i}")]);
+    spec.revision = i as u64 + 1;
+    RegistrationEntry::new(spec).unwrap()
+}
+
+#[test]
+#[ignore = "a measurement: run alone, see MEMORY_ENTRIES"]
+fn index_memory_compact() {
+    let before = rss_kib();
+    let mut state = IndexState::default();
+    for i in 0..MEMORY_ENTRIES {
+        let indexed = IndexedEntry::new(&load_shaped(i), &mut state.strings);
+        state.insert(indexed);
+    }
+    state.strings.maybe_sweep();
+    let grown = rss_kib() - before;
+    assert_eq!(state.ids.len(), MEMORY_ENTRIES);
+    println!(
+        "compact index: {MEMORY_ENTRIES} entries, RSS +{} MiB = {} bytes per entry",
+        grown / 1024,
+        grown * 1024 / MEMORY_ENTRIES as u64
+    );
+}
+
+#[test]
+#[ignore = "a measurement: run alone, see MEMORY_ENTRIES"]
+fn index_memory_before() {
+    use std::collections::HashMap;
+    let before = rss_kib();
+    let mut by_id: HashMap<EntryId, RegistrationEntry> = HashMap::new();
+    let mut by_parent: HashMap<SpiffeId, BTreeSet<EntryId>> = HashMap::new();
+    for i in 0..MEMORY_ENTRIES {
+        let entry = load_shaped(i);
+        by_parent
+            .entry(entry.parent_id().clone())
+            .or_default()
+            .insert(entry.id().clone());
+        by_id.insert(entry.id().clone(), entry);
+    }
+    let grown = rss_kib() - before;
+    assert_eq!(by_id.len(), MEMORY_ENTRIES);
+    println!(
+        "previous index: {MEMORY_ENTRIES} entries, RSS +{} MiB = {} bytes per entry",
+        grown / 1024,
+        grown * 1024 / MEMORY_ENTRIES as u64
+    );
+}
