@@ -38,7 +38,10 @@ fn compile(
         .type_attribute(".lanyard.admin.v1", "#[derive(serde::Serialize)]")
         .type_attribute(".lanyard.task.v1", "#[derive(serde::Serialize)]");
     if task_is_extern {
-        config = config.extern_path(".lanyard.task.v1", "crate::task");
+        // The admin and node APIs: small per-call buffers (see src/codec.rs).
+        config = config
+            .extern_path(".lanyard.task.v1", "crate::task")
+            .codec_path("crate::codec::SmallBuffers");
     }
     config.compile_fds(descriptors)?;
     Ok(())

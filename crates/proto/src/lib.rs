@@ -7,8 +7,11 @@
 //! - [`node`]: `lanyard.node.v1`, the node API agents call on the server.
 //! - [`task`]: `lanyard.task.v1`, task credentials, on the agent's socket.
 //!
-//! Nothing here is written by hand except this file; `build.rs` compiles the `.proto` files with
+//! Nothing here is written by hand except this file and [`codec`] (the buffer settings of the
+//! admin and node APIs); `build.rs` compiles the `.proto` files with
 //! `protox`, so no system `protoc` is needed.
+
+pub mod codec;
 
 /// The SPIFFE Workload API: messages, the `SpiffeWorkloadApi` server trait and a client.
 pub mod workload {

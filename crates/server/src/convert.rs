@@ -169,12 +169,29 @@ pub(crate) fn parse_ttl(field: &str, seconds: i64, default: Duration) -> Result<
     }
 }
 
-/// A new random entry id: 128 bits as 32 hex digits.
+/// A new entry id: 128 bits as 32 lowercase hex digits, time-ordered like a UUIDv7: the first 48
+/// bits are the Unix time in milliseconds, the other 80 random, and each id of this process is
+/// above the one before. Ids made one after the other sort together, so inserts append to the
+/// entries table's primary key instead of landing on random pages of it: with random ids the
+/// insert rate fell 3× between the first and the last 10,000 of 100,000 entries
+/// (docs/benchmarks.md). 80 random bits keep ids unguessable enough for an identifier that is
+/// not a secret, and unique across servers. The wall clock only orders ids: nothing reads a time
+/// back from them.
 pub(crate) fn new_entry_id() -> Result<EntryId, Status> {
-    let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Status::internal("no randomness"))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    EntryId::new(&hex).map_err(|e| Status::internal(e.to_string()))
+    static LAST: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+    let mut random = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut random[6..]).map_err(|_| Status::internal("no randomness"))?;
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let candidate = (millis & ((1 << 48) - 1)) << 80 | u128::from_be_bytes(random);
+    let id = {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        // The clock may step back, or two ids fall in one millisecond: count up from the last.
+        *last = candidate.max(last.wrapping_add(1));
+        *last
+    };
+    EntryId::new(&format!("{id:032x}")).map_err(|e| Status::internal(e.to_string()))
 }
 
 /// Parses an entry from a request; `id` is the id to give it.
@@ -396,10 +413,21 @@ mod tests {
     }
 
     #[test]
-    fn entry_ids_are_random_and_valid() {
-        let a = new_entry_id().unwrap();
-        let b = new_entry_id().unwrap();
-        assert_ne!(a, b);
-        assert_eq!(a.as_str().len(), 32);
+    fn entry_ids_are_valid_and_time_ordered() {
+        let ids: Vec<EntryId> = (0..1000).map(|_| new_entry_id().unwrap()).collect();
+        for pair in ids.windows(2) {
+            assert!(pair[0] < pair[1], "{:?} then {:?}", pair[0], pair[1]);
+        }
+        for id in &ids {
+            assert_eq!(id.as_str().len(), 32);
+            assert!(
+                id.as_str()
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            );
+        }
+        // The high 48 bits are the time in milliseconds: this decade's, not random.
+        let millis = u64::from_str_radix(&ids[0].as_str()[..12], 16).unwrap();
+        assert!((1_700_000_000_000..4_000_000_000_000).contains(&millis));
     }
 }

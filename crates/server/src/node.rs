@@ -6,7 +6,7 @@
 //! agent has. Every call but `AttestAgent` requires the agent's SVID as the TLS client
 //! certificate, and the agent must be attested (not evicted) and not banned.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashSet};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -26,13 +26,17 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::admin::{ca_status, store_status};
 use crate::convert::{invalid, parse_entry_id};
-use crate::index::{AliasGrants, IndexUpdate};
+use crate::index::{AliasGrants, Delivery, IndexUpdate, IndexedEntry, Subscription};
 use crate::limits::{Admit, MAX_LOGGED_TEXT, MAX_X509POP_CHAIN, clip, count_der_elements};
 use crate::node_listener::{PeerInfo, serial_of};
 use crate::{ServerState, unix_seconds};
 
-/// Entries per message of a full set.
+/// Most entries per message of an entry update.
 const SYNC_CHUNK: usize = 1000;
+/// Entries are added to a message while it stays under this size (a message holds at least one
+/// entry). An open stream keeps an encode buffer as large as its largest message (see
+/// `lanyard_proto::codec`), so small messages keep 10,000 open streams' buffers at 8 KiB each.
+const SYNC_CHUNK_BYTES: usize = 6 * 1024;
 /// Most CSRs in one BatchNewX509Svid call.
 const MAX_SVID_BATCH: usize = 1000;
 /// Largest node API message.
@@ -114,23 +118,57 @@ fn peer<T>(request: &Request<T>) -> Option<&PeerInfo> {
     request.extensions().get::<PeerInfo>()
 }
 
-pub(crate) fn entry_to_node_proto(entry: &RegistrationEntry) -> pb::Entry {
-    let admin = crate::convert::entry_to_proto(entry);
+/// An indexed entry as the node API sends it.
+pub(crate) fn indexed_to_node_proto(entry: &IndexedEntry) -> pb::Entry {
+    let seconds = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
     pb::Entry {
-        id: admin.id,
-        spiffe_id: admin.spiffe_id,
-        parent_id: admin.parent_id,
-        selectors: admin.selectors,
-        x509_svid_ttl_seconds: admin.x509_svid_ttl_seconds,
-        jwt_svid_ttl_seconds: admin.jwt_svid_ttl_seconds,
-        dns_names: admin.dns_names,
-        federates_with: admin.federates_with,
-        admin: admin.admin,
-        downstream: admin.downstream,
-        hint: admin.hint,
-        expires_at: admin.expires_at,
-        revision: admin.revision,
+        id: entry.id().to_string(),
+        spiffe_id: entry.spiffe_id().to_owned(),
+        parent_id: entry.parent_id().to_owned(),
+        selectors: entry.selectors().map(str::to_owned).collect(),
+        x509_svid_ttl_seconds: seconds(entry.x509_svid_ttl()),
+        jwt_svid_ttl_seconds: seconds(entry.jwt_svid_ttl()),
+        dns_names: entry.dns_names().iter().map(ToString::to_string).collect(),
+        federates_with: entry
+            .federates_with()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        admin: entry.admin(),
+        downstream: entry.downstream(),
+        hint: entry.hint().to_owned(),
+        expires_at: entry.expires_at().map_or(0, unix_seconds),
+        revision: entry.revision(),
     }
+}
+
+/// Splits entries into messages of at most [`SYNC_CHUNK`] entries and, past the first entry of
+/// each, [`SYNC_CHUNK_BYTES`]; always at least one (possibly empty) message.
+fn chunk_entries(entries: Vec<pb::Entry>) -> Vec<Vec<pb::Entry>> {
+    use prost::Message as _;
+    let mut chunks = vec![Vec::new()];
+    let mut bytes = 0;
+    for entry in entries {
+        // The entry's bytes within the message: its own, a tag and a length prefix.
+        let size = entry.encoded_len() + 4;
+        let current = chunks
+            .last_mut()
+            .filter(|c| c.is_empty() || (c.len() < SYNC_CHUNK && bytes + size <= SYNC_CHUNK_BYTES));
+        match current {
+            Some(chunk) => chunk.push(entry),
+            None => {
+                bytes = 0;
+                chunks.push(vec![entry]);
+            }
+        }
+        bytes += size;
+    }
+    chunks
+}
+
+/// Whether an agent whose authorized parents are `parents` serves entries under `parent`.
+fn serves(parents: &BTreeSet<SpiffeId>, parent: &str) -> bool {
+    parents.iter().any(|p| p.as_str() == parent)
 }
 
 // === impl AgentRevocation ===
@@ -1082,43 +1120,49 @@ enum Ended {
 impl EntryStream {
     async fn run(self, since: u64, mut stop: watch::Receiver<bool>) {
         // Subscribe before reading, so nothing committed in between is missed.
-        let mut updates = self.state.index.subscribe();
+        let (mut updates, grants) = self.state.index.subscribe(
+            &self.agent.spiffe_id,
+            &self.agent.selectors,
+            self.state.clock.now(),
+        );
         let mut bundles = self.state.bundles.subscribe();
         let mut revoked = self.state.agent_revoked.subscribe();
-        let grants = self.grants();
         let mut parents = grants.parents.clone();
         let mut alias_expiry = grants.next_expiry;
         let mut revocations = self.state.revocations.subscribe();
         let published = bundles.borrow_and_update().clone();
         let revoked_tokens = revocations.borrow_and_update().clone();
-        let mut sent = match self
+        // The index revision the agent's set reflects: queued updates up to it are in it.
+        let mut synced = match self
             .initial(since, &grants, &published, &revoked_tokens)
             .await
         {
-            Ok(sent) => sent,
+            Ok(synced) => synced,
             Err(Ended::Closed) => return,
         };
         loop {
             let outcome = tokio::select! {
-                update = updates.recv() => match update {
-                    Ok(update) => self.apply(&update, &mut parents, &mut alias_expiry, &mut sent).await,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Fell behind: start again from a full set.
-                        let grants = self.grants();
-                        (parents, alias_expiry) = (grants.parents, grants.next_expiry);
-                        self.full(&parents, None).await.map(|s| sent = s)
+                delivery = updates.recv() => match delivery {
+                    Some(Delivery::Update(update)) => {
+                        self.apply(&updates, &update, &mut parents, &mut alias_expiry, &mut synced).await
                     }
-                    Err(broadcast::error::RecvError::Closed) => Err(Ended::Closed),
+                    Some(Delivery::Resync) => {
+                        // Fell behind: start again from a full set.
+                        let grants = self.resubscribe(&updates);
+                        (parents, alias_expiry) = (grants.parents, grants.next_expiry);
+                        self.full(&parents, None).await.map(|r| synced = r)
+                    }
+                    None => Err(Ended::Closed),
                 },
                 () = self.until(alias_expiry) => {
                     // A node alias stopped granting: what the agent may serve changed.
-                    let grants = self.grants();
+                    let grants = self.resubscribe(&updates);
                     alias_expiry = grants.next_expiry;
                     if grants.parents == parents {
                         Ok(())
                     } else {
                         parents = grants.parents;
-                        self.full(&parents, None).await.map(|s| sent = s)
+                        self.full(&parents, None).await.map(|r| synced = r)
                     }
                 },
                 changed = bundles.changed() => match changed {
@@ -1162,9 +1206,10 @@ impl EntryStream {
         }
     }
 
-    /// What node aliases grant this stream's agent now.
-    fn grants(&self) -> AliasGrants {
-        self.state.index.grants(
+    /// What node aliases grant this stream's agent now; the subscription follows.
+    fn resubscribe(&self, updates: &Subscription) -> AliasGrants {
+        self.state.index.resubscribe(
+            updates,
             &self.agent.spiffe_id,
             &self.agent.selectors,
             self.state.clock.now(),
@@ -1189,14 +1234,14 @@ impl EntryStream {
     }
 
     /// The first answer: what changed since `since` if the store still has it and no node alias
-    /// changed, otherwise the full set. Returns the ids the agent now holds.
+    /// changed, otherwise the full set. Returns the index revision the agent's set reflects.
     async fn initial(
         &self,
         since: u64,
         grants: &AliasGrants,
         bundles: &PublishedBundles,
         revoked: &[pb::RevokedToken],
-    ) -> Result<HashMap<EntryId, u64>, Ended> {
+    ) -> Result<u64, Ended> {
         let parents = &grants.parents;
         // An agent that failed over from another server of the datastore may have seen writes
         // this server has not read yet: read them now, so that it resumes rather than starting
@@ -1219,97 +1264,82 @@ impl EntryStream {
                 lanyard_store::EntryChange::Delete { .. } => true,
             });
             if !alias_may_have_changed {
-                let (entries, _) = self.state.index.entries_under(parents);
-                let held = entries
-                    .iter()
-                    .map(|e| (e.id().clone(), e.revision()))
-                    .collect();
                 let ids: Vec<EntryId> = changes
                     .changes
                     .iter()
                     .map(|c| c.entry_id().clone())
                     .collect();
-                let (puts, removed) = self.classify(&ids, parents);
+                let mut puts = Vec::new();
+                let mut removed = Vec::new();
+                // Ids the agent may not serve (any more) are removed; it ignores unknown ones.
+                let synced = self.state.index.visit(&ids, |id, entry| match entry {
+                    Some(entry) if serves(parents, entry.parent_id()) => {
+                        puts.push(indexed_to_node_proto(entry));
+                    }
+                    _ => removed.push(id.clone()),
+                });
                 let revision = changes.current_revision.max(since);
                 self.send_chunked(false, puts, removed, revision, Some((bundles, revoked)))
                     .await?;
-                return Ok(held);
+                return Ok(synced);
             }
         }
         self.full(parents, Some((bundles, revoked))).await
     }
 
-    /// Sends the whole authorized set, in chunks.
+    /// Sends the whole authorized set, in chunks; returns the index revision it is from.
     async fn full(
         &self,
         parents: &BTreeSet<SpiffeId>,
         first: Option<(&PublishedBundles, &[pb::RevokedToken])>,
-    ) -> Result<HashMap<EntryId, u64>, Ended> {
-        let (entries, revision) = self.state.index.entries_under(parents);
-        let sent = entries
-            .iter()
-            .map(|e| (e.id().clone(), e.revision()))
-            .collect();
+    ) -> Result<u64, Ended> {
+        let mut entries = Vec::new();
+        let revision = self
+            .state
+            .index
+            .entries_under(parents, |e| entries.push(indexed_to_node_proto(e)));
         self.send_chunked(true, entries, Vec::new(), revision, first)
             .await?;
-        Ok(sent)
+        Ok(revision)
     }
 
-    /// Splits the changed ids into entries this agent may serve and ids it must drop.
-    fn classify(
-        &self,
-        ids: &[EntryId],
-        parents: &BTreeSet<SpiffeId>,
-    ) -> (Vec<RegistrationEntry>, Vec<EntryId>) {
-        let mut puts = Vec::new();
-        let mut removed = Vec::new();
-        for id in ids {
-            match self.state.index.get(id) {
-                Some(entry) if parents.contains(entry.parent_id()) => puts.push(entry),
-                _ => removed.push(id.clone()),
-            }
-        }
-        (puts, removed)
-    }
-
+    /// Sends what `update` changed under this agent's parents.
     async fn apply(
         &self,
+        updates: &Subscription,
         update: &IndexUpdate,
         parents: &mut BTreeSet<SpiffeId>,
         alias_expiry: &mut Option<SystemTime>,
-        sent: &mut HashMap<EntryId, u64>,
+        synced: &mut u64,
     ) -> Result<(), Ended> {
+        if update.revision <= *synced {
+            // Already in the set the agent was sent.
+            return Ok(());
+        }
         if update.aliases_changed {
-            let grants = self.grants();
+            let grants = self.resubscribe(updates);
             *alias_expiry = grants.next_expiry;
             if &grants.parents != parents {
                 *parents = grants.parents;
-                *sent = self.full(parents, None).await?;
+                *synced = self.full(parents, None).await?;
                 return Ok(());
             }
         }
-        // Only the entries under this agent's parents, as the index grouped them.
-        let puts: Vec<RegistrationEntry> = parents
+        let mut puts = Vec::new();
+        let mut removed = Vec::new();
+        for changes in parents
             .iter()
-            .filter_map(|p| update.puts_by_parent.get(p))
-            .flatten()
-            .cloned()
-            .collect();
-        let kept: std::collections::HashSet<&EntryId> =
-            puts.iter().map(RegistrationEntry::id).collect();
-        // Everything else that changed and that the agent holds was deleted or moved away.
-        let removed: Vec<EntryId> = update
-            .changed
-            .iter()
-            .filter(|id| !kept.contains(id) && sent.contains_key(*id))
-            .cloned()
-            .collect();
-        for id in &removed {
-            sent.remove(id);
+            .filter_map(|p| update.by_parent.get(p.as_str()))
+        {
+            puts.extend(changes.puts.iter().map(indexed_to_node_proto));
+            removed.extend(changes.removed.iter().cloned());
         }
-        for entry in &puts {
-            sent.insert(entry.id().clone(), entry.revision());
+        if !puts.is_empty() && !removed.is_empty() {
+            // Moved between two of this agent's parents, or deleted and created again.
+            let kept: HashSet<&str> = puts.iter().map(|e| e.id.as_str()).collect();
+            removed.retain(|id| !kept.contains(id.as_str()));
         }
+        *synced = update.revision;
         if puts.is_empty() && removed.is_empty() {
             return Ok(());
         }
@@ -1322,20 +1352,17 @@ impl EntryStream {
     async fn send_chunked(
         &self,
         full_sync: bool,
-        entries: Vec<RegistrationEntry>,
+        entries: Vec<pb::Entry>,
         removed: Vec<EntryId>,
         revision: u64,
         first: Option<(&PublishedBundles, &[pb::RevokedToken])>,
     ) -> Result<(), Ended> {
-        let mut chunks: Vec<&[RegistrationEntry]> = entries.chunks(SYNC_CHUNK).collect();
-        if chunks.is_empty() {
-            chunks.push(&[]);
-        }
+        let chunks = chunk_entries(entries);
         let last = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
             let mut message = pb::SyncEntriesResponse {
                 full_sync: full_sync && i == 0,
-                entries: chunk.iter().map(entry_to_node_proto).collect(),
+                entries: chunk,
                 more: i != last,
                 revision: if i == last { revision } else { 0 },
                 ..Default::default()
@@ -1393,5 +1420,36 @@ mod tests {
             );
         }
         assert_eq!(AgentRevocation::from_event_kind("agent.renewed"), None);
+    }
+
+    fn entry(i: usize, hint_bytes: usize) -> pb::Entry {
+        pb::Entry {
+            id: format!("{i:032x}"),
+            spiffe_id: format!("spiffe://example.org/w/{i}"),
+            parent_id: "spiffe://example.org/lanyard/agent/join_token/a".to_owned(),
+            selectors: vec![format!("k8s:sa:w-{i}")],
+            hint: "h".repeat(hint_bytes),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn full_sets_go_in_small_messages_and_keep_every_entry_in_order() {
+        use prost::Message as _;
+        let entries: Vec<pb::Entry> = (0..1000).map(|i| entry(i, 0)).collect();
+        let chunks = chunk_entries(entries.clone());
+        assert!(chunks.len() > 1);
+        for chunk in &chunks {
+            let message = pb::SyncEntriesResponse {
+                entries: chunk.clone(),
+                ..Default::default()
+            };
+            assert!(message.encoded_len() <= SYNC_CHUNK_BYTES);
+        }
+        assert_eq!(chunks.concat(), entries);
+        // An entry larger than the budget goes alone; nothing is an empty message but "none".
+        let big = chunk_entries(vec![entry(1, 10_000), entry(2, 0), entry(3, 10_000)]);
+        assert_eq!(big.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+        assert_eq!(chunk_entries(Vec::new()), vec![Vec::new()]);
     }
 }

@@ -98,7 +98,26 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
 pub(crate) struct SqlStore {
     pool: Pool,
     clock: SharedClock,
+    /// PostgreSQL only: when the entry tables' planner statistics are refreshed.
+    statistics: Option<Statistics>,
 }
+
+/// Refreshes PostgreSQL's planner statistics of the entry tables after bulk writes. Until
+/// autovacuum's next pass (a minute by default) a freshly loaded table has none, and the
+/// `Subset` selector filter then walks the primary key: 100× slower (docs/benchmarks.md).
+#[derive(Debug, Default)]
+struct Statistics {
+    /// (entry rows written since the last ANALYZE, rows the table had then).
+    counts: std::sync::Mutex<(u64, u64)>,
+}
+
+/// ANALYZE once at least this many rows were written since the last one…
+const ANALYZE_MIN_ROWS: u64 = 1000;
+/// …and at least this fraction (1/n) of the table: geometric, so its cost is amortized.
+const ANALYZE_FRACTION: u64 = 5;
+/// Total SQLite page cache of the pool, split across its connections: enough for the entry
+/// indexes' hot pages, bounded whatever the pool size.
+const SQLITE_CACHE_KIB: u32 = 64 * 1024;
 
 /// Opens (creating if needed) and migrates the datastore `config.url` names.
 pub async fn open(config: StoreConfig) -> Result<Arc<dyn DataStore>> {
@@ -108,15 +127,75 @@ pub async fn open(config: StoreConfig) -> Result<Arc<dyn DataStore>> {
         open_postgres(&config).await?
     };
     migrate(&pool).await.map_err(Error::Migrate)?;
+    let statistics = match pool.backend() {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(Statistics::read(&pool).await?),
+    };
     Ok(Arc::new(SqlStore {
         pool,
         clock: config.clock,
+        statistics,
     }))
 }
 
 /// Opens the datastore at `url` with default settings and the system clock.
 pub async fn connect(url: &str) -> Result<Arc<dyn DataStore>> {
     open(StoreConfig::new(url)).await
+}
+
+// === impl Statistics ===
+
+impl Statistics {
+    /// Starts from the table's size as PostgreSQL last estimated it (none: 0).
+    async fn read(pool: &Pool) -> Result<Self> {
+        let row = pool
+            .fetch_optional(Stmt::new(
+                "SELECT GREATEST(reltuples, 0)::BIGINT FROM pg_class WHERE oid = 'entries'::regclass",
+            ))
+            .await?;
+        let rows = match row {
+            Some(row) => row.get::<i64>(0)?,
+            None => 0,
+        };
+        Ok(Self {
+            counts: std::sync::Mutex::new((0, u64::try_from(rows).unwrap_or(0))),
+        })
+    }
+
+    /// Counts `n` rows written; true when an ANALYZE is due (and counts it as done).
+    fn written(&self, n: u64) -> bool {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let (written, rows) = &mut *counts;
+        *written += n;
+        let due = *written >= ANALYZE_MIN_ROWS && *written * ANALYZE_FRACTION >= *rows;
+        if due {
+            *rows += *written;
+            *written = 0;
+        }
+        due
+    }
+}
+
+// === impl SqlStore ===
+
+impl SqlStore {
+    /// After a write of `n` entry rows: on PostgreSQL, refresh the entry tables' statistics if
+    /// enough changed since the last time. Done before the write returns, so a caller that
+    /// filters right after a bulk load gets the fast plan; it costs a sample of ~30,000 rows,
+    /// and happens each time the table has grown by a fifth.
+    pub(crate) async fn entries_written(&self, n: usize) {
+        let Some(statistics) = &self.statistics else {
+            return;
+        };
+        if statistics.written(n as u64) {
+            // The write is committed whatever happens here; a failed ANALYZE leaves the
+            // statistics to autovacuum, as before.
+            let _ = self
+                .pool
+                .execute(Stmt::new("ANALYZE entries, entry_selectors"))
+                .await;
+        }
+    }
 }
 
 // === impl StoreConfig ===
@@ -213,9 +292,13 @@ async fn open_sqlite(config: &StoreConfig, path: &str) -> Result<Pool> {
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(config.busy_timeout)
-        // 32 MiB of page cache per connection (SQLite's default is 2 MiB): the entry indexes
-        // are keyed by hashes, so batch inserts touch pages all over them (docs/store.md).
-        .pragma("cache_size", "-32768");
+        // The pool's page cache, split across its connections (SQLite's default is 2 MiB
+        // each): the entry indexes keyed by hashes take inserts all over them (docs/store.md),
+        // and a million entries must not cost a 32 MiB cache on each of 8 connections.
+        .pragma(
+            "cache_size",
+            format!("-{}", SQLITE_CACHE_KIB / config.max_connections.max(1)),
+        );
     let pool = SqlitePoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)

@@ -253,6 +253,7 @@ suite!(
     entry_tombstone_pruning,
     entry_concurrent_writers,
     entry_batch_of_1000,
+    bulk_entry_writes_refresh_statistics,
     agent_lifecycle,
     agent_serial_rotation,
     agent_listing,

@@ -65,18 +65,15 @@ usage: node-load [options]
   --idle-seconds N      how long the server's idle CPU is measured (default 10)
   --full-syncs N        full syncs of the big agent to time (default 5)
   --changes N           single changes timed while every stream is open (default 50)
+  --create-batch N      entries per BatchCreateEntries call when filling the server (default 1000)
+  --attest-concurrency N  attestations in flight at once (default 8)
+  --connect-concurrency N  agents connecting their mTLS channel at once (default 32)
   --no-nodelay          agents' connections without TCP_NODELAY (the real agent sets it)
   --max-seconds N       give up (and stop the server) after this long (default 1800)
 ";
 
 /// How long a stream may take to deliver something the run waits for.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Agents attesting at once; each is a TLS handshake plus a datastore transaction.
-const ATTEST_CONCURRENCY: usize = 8;
-/// Agents connecting their mTLS channel at once.
-const CONNECT_CONCURRENCY: usize = 32;
-/// Entries per BatchCreateEntries call when filling the server.
-const CREATE_BATCH: usize = 1000;
 /// Logs the server must keep: its node API address is an info line of `lanyard_server`.
 const SERVER_LOG: &str = "warn,lanyard_server=info";
 
@@ -96,6 +93,12 @@ struct Args {
     idle_seconds: u64,
     full_syncs: usize,
     changes: usize,
+    /// Entries per BatchCreateEntries call when filling the server.
+    create_batch: usize,
+    /// Agents attesting at once; each is a TLS handshake plus a datastore transaction.
+    attest_concurrency: usize,
+    /// Agents connecting their mTLS channel at once.
+    connect_concurrency: usize,
     nodelay: bool,
     max_seconds: u64,
 }
@@ -116,6 +119,9 @@ fn parse_args() -> anyhow::Result<Args> {
         idle_seconds: 10,
         full_syncs: 5,
         changes: 50,
+        create_batch: 1000,
+        attest_concurrency: 8,
+        connect_concurrency: 32,
         nodelay: true,
         max_seconds: 1_800,
     };
@@ -137,6 +143,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--agents" => args.agents = number(&flag, &value()?)?,
             "--entries" => args.entries = number(&flag, &value()?)?,
             "--big" => args.big = number(&flag, &value()?)?,
+            "--create-batch" => args.create_batch = number(&flag, &value()?)?,
+            "--attest-concurrency" => args.attest_concurrency = number(&flag, &value()?)?,
+            "--connect-concurrency" => args.connect_concurrency = number(&flag, &value()?)?,
             "--idle-seconds" => args.idle_seconds = number(&flag, &value()?)?,
             "--full-syncs" => args.full_syncs = number(&flag, &value()?)?,
             "--changes" => args.changes = number(&flag, &value()?)?,
@@ -170,7 +179,23 @@ fn parse_args() -> anyhow::Result<Args> {
         "--agents must be at least 2 (the big one and others)"
     );
     ensure!(args.big <= args.entries, "--big cannot exceed --entries");
+    ensure!(
+        args.create_batch > 0 && args.attest_concurrency > 0 && args.connect_concurrency > 0,
+        "--create-batch, --attest-concurrency and --connect-concurrency must be at least 1"
+    );
     Ok(args)
+}
+
+/// Raises the soft limit on open files to the hard one: this process holds one connection per
+/// agent, and the server it starts (which inherits the limit) as many again.
+fn raise_fd_limit() -> anyhow::Result<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        setrlimit(Resource::Nofile, limit.clone()).context("raise the open-file limit")?;
+    }
+    Ok(limit.current.unwrap_or(u64::MAX))
 }
 
 fn number<T: std::str::FromStr>(flag: &str, value: &str) -> anyhow::Result<T> {
@@ -936,7 +961,7 @@ async fn scale(args: &Args, ctx: &mut Context, table: &mut Table) -> anyhow::Res
     let start = Instant::now();
     let mut e = 0;
     while e < args.entries {
-        let end = (e + CREATE_BATCH).min(args.entries);
+        let end = (e + args.create_batch).min(args.entries);
         let batch = (e..end)
             .map(|e| {
                 entry(
@@ -952,8 +977,8 @@ async fn scale(args: &Args, ctx: &mut Context, table: &mut Table) -> anyhow::Res
     let took = start.elapsed();
     table.row(
         format!(
-            "scale: create {} entries (`BatchCreateEntries` of {CREATE_BATCH}; context)",
-            args.entries
+            "scale: create {} entries (`BatchCreateEntries` of {}; context)",
+            args.entries, args.create_batch
         ),
         format!(
             "{}, {}",
@@ -975,7 +1000,7 @@ async fn scale(args: &Args, ctx: &mut Context, table: &mut Table) -> anyhow::Res
     }
     let token_time = start.elapsed();
     let start = Instant::now();
-    let limit = Arc::new(Semaphore::new(ATTEST_CONCURRENCY));
+    let limit = Arc::new(Semaphore::new(args.attest_concurrency));
     let mut attesting = JoinSet::new();
     for (i, token) in tokens.into_iter().enumerate() {
         let (limit, addr, bundle) = (limit.clone(), ctx.addr, ctx.bundle.clone());
@@ -1000,8 +1025,8 @@ async fn scale(args: &Args, ctx: &mut Context, table: &mut Table) -> anyhow::Res
     let took = start.elapsed();
     table.row(
         format!(
-            "scale: {} join tokens (one `GenerateJoinToken` each) / {} attestations ({ATTEST_CONCURRENCY} at a time)",
-            args.agents, args.agents
+            "scale: {} join tokens (one `GenerateJoinToken` each) / {} attestations ({} at a time)",
+            args.agents, args.agents, args.attest_concurrency
         ),
         format!(
             "{} / {} = {}",
@@ -1071,7 +1096,7 @@ async fn scale(args: &Args, ctx: &mut Context, table: &mut Table) -> anyhow::Res
     eprintln!("scale: opening {} sync streams", args.agents);
     let (tx, mut events) = mpsc::unbounded_channel();
     let start = Instant::now();
-    let limit = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let limit = Arc::new(Semaphore::new(args.connect_concurrency));
     let mut connecting = JoinSet::new();
     for (i, agent) in agents.iter().enumerate() {
         let (limit, agent, nodelay) = (limit.clone(), agent.clone(), args.nodelay);
@@ -1433,6 +1458,16 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    match raise_fd_limit() {
+        Ok(files) if files < 2 * args.agents as u64 + 256 => {
+            eprintln!(
+                "node-load: warning: {files} open files allowed, {} agents need about twice that",
+                args.agents
+            );
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("node-load: warning: {e:#}"),
+    }
     let dir = match tempfile::Builder::new().prefix("node-load-").tempdir() {
         Ok(dir) => dir,
         Err(e) => {

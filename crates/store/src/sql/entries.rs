@@ -126,6 +126,7 @@ pub(super) async fn create(
         set_revision(&mut tx, revision).await?;
     }
     tx.commit().await?;
+    store.entries_written(to_insert.len()).await;
 
     Ok(outcomes
         .into_iter()
@@ -254,6 +255,9 @@ pub(super) async fn delete(store: &SqlStore, ids: &[EntryId]) -> Result<Vec<Resu
         set_revision(&mut tx, revision).await?;
     }
     tx.commit().await?;
+    store
+        .entries_written(results.iter().filter(|r| r.is_ok()).count())
+        .await;
     Ok(results)
 }
 
