@@ -303,8 +303,8 @@ async fn measure(
     let mut stream_a = follow(&on_a).await?;
     let mut stream_b = follow(&on_b).await?;
 
-    let (mut to_b, mut to_a) = (Samples::default(), Samples::default());
-    let (mut call_to_b, mut call_to_a) = (Samples::default(), Samples::default());
+    let (mut to_b, mut to_a, mut call_to_b) =
+        (Samples::default(), Samples::default(), Samples::default());
     let mut before_ack = 0;
     for i in 0..args.entries {
         let name = format!("one-{i}");
@@ -320,7 +320,6 @@ async fn measure(
         to_b.push(at_b.saturating_duration_since(ack));
         to_a.push(at_a.saturating_duration_since(ack));
         call_to_b.push(at_b.saturating_duration_since(start));
-        call_to_a.push(at_a.saturating_duration_since(start));
     }
     if !to_b.is_empty() {
         let n = to_b.len();
