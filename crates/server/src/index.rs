@@ -797,6 +797,10 @@ impl EntryKey {
         }
     }
 
+    #[allow(
+        clippy::expect_used,
+        reason = "a key is made from an EntryId or is 32 lowercase hex digits: always a valid id"
+    )]
     fn to_entry_id(&self) -> EntryId {
         let text = match self {
             Self::Hex(bytes) => bytes.iter().map(|b| format!("{b:02x}")).collect(),

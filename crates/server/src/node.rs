@@ -1281,7 +1281,9 @@ impl EntryStream {
                 let revision = changes.current_revision.max(since);
                 self.send_chunked(false, puts, removed, revision, Some((bundles, revoked)))
                     .await?;
-                return Ok(synced);
+                // Exact only for what both reads saw: a batch the index applied after the store
+                // was read is not in `changes`, so its update must still be sent.
+                return Ok(synced.min(changes.current_revision));
             }
         }
         self.full(parents, Some((bundles, revoked))).await

@@ -193,7 +193,7 @@ fn raise_fd_limit() -> anyhow::Result<u64> {
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current < limit.maximum {
         limit.current = limit.maximum;
-        setrlimit(Resource::Nofile, limit.clone()).context("raise the open-file limit")?;
+        setrlimit(Resource::Nofile, limit).context("raise the open-file limit")?;
     }
     Ok(limit.current.unwrap_or(u64::MAX))
 }
