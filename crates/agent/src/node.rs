@@ -229,9 +229,11 @@ impl Connector {
     /// backoff is what should pace the next round.
     pub(crate) async fn until_reachable(&self) {
         let interval = self.tuning.probe_interval;
+        // Names are resolved once per wait (each round resolves them again), not at every probe:
+        // a pool name would otherwise cost its DNS server a query per agent every few hundred ms.
+        let (candidates, _) = resolve(&self.servers, self.tuning.connect_timeout).await;
         loop {
             tokio::time::sleep(interval.mul_f64(1.0 + random_fraction())).await;
-            let (candidates, _) = resolve(&self.servers, interval).await;
             let watched: Vec<SocketAddr> = {
                 let failover = self.failover();
                 candidates
