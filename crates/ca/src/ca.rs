@@ -332,9 +332,7 @@ impl Ca {
         public_key_der: &[u8],
         req: &X509SvidRequest,
     ) -> Result<X509Svid, CaError> {
-        self.check_id(&req.spiffe_id)?;
-        let key = LeafKey::from_spki_der(public_key_der)?;
-        self.mint_for_key(&key, req, HandedOut::Yes)
+        self.mint_for_spki(public_key_der, req, HandedOut::Yes)
     }
 
     /// Mints an X509-SVID for this process's own use (a server's TLS identity), whose key lives
@@ -345,9 +343,7 @@ impl Ca {
         public_key_der: &[u8],
         req: &X509SvidRequest,
     ) -> Result<X509Svid, CaError> {
-        self.check_id(&req.spiffe_id)?;
-        let key = LeafKey::from_spki_der(public_key_der)?;
-        self.mint_for_key(&key, req, HandedOut::No)
+        self.mint_for_spki(public_key_der, req, HandedOut::No)
     }
 
     /// Mints an X509-SVID from a DER PKCS#10 CSR. The CSR's signature is verified; only its
@@ -420,6 +416,17 @@ impl Ca {
             .ok_or(CaError::NoActiveAuthority { kind: "JWT" })?;
         let exp = now.saturating_add(ttl).min(key.not_after);
         Ok((key, now, exp))
+    }
+
+    fn mint_for_spki(
+        &self,
+        public_key_der: &[u8],
+        req: &X509SvidRequest,
+        handed_out: HandedOut,
+    ) -> Result<X509Svid, CaError> {
+        self.check_id(&req.spiffe_id)?;
+        let key = LeafKey::from_spki_der(public_key_der)?;
+        self.mint_for_key(&key, req, handed_out)
     }
 
     fn mint_for_key(

@@ -274,7 +274,7 @@ pub(crate) fn agent_to_proto(agent: &AttestedAgent) -> pb::Agent {
     }
 }
 
-fn seconds(duration: Duration) -> i64 {
+pub(crate) fn seconds(duration: Duration) -> i64 {
     i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
 }
 

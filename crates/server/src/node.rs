@@ -120,7 +120,7 @@ fn peer<T>(request: &Request<T>) -> Option<&PeerInfo> {
 
 /// An indexed entry as the node API sends it.
 pub(crate) fn indexed_to_node_proto(entry: &IndexedEntry) -> pb::Entry {
-    let seconds = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    use crate::convert::seconds;
     pb::Entry {
         id: entry.id().to_string(),
         spiffe_id: entry.spiffe_id().to_owned(),
