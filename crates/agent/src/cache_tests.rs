@@ -191,10 +191,11 @@ fn renewal_expiry_and_deadlines() {
     f.mint_all();
     let start = f.now();
     let deadline = f.cache.next_deadline(start).unwrap();
-    // Renewal at 1/2 lifetime ±10% of that; the lifetime includes the 10 s backdate.
-    let life = Duration::from_secs(3610);
-    let earliest = start - Duration::from_secs(10) + life.mul_f64(0.45);
-    let latest = start - Duration::from_secs(10) + life.mul_f64(0.55);
+    // Renewal at 1/2 lifetime ±10% of that, the lifetime counted from receipt (`start`), not
+    // from the NotBefore backdated 10 s for clock skew.
+    let life = Duration::from_secs(3600);
+    let earliest = start + life.mul_f64(0.45);
+    let latest = start + life.mul_f64(0.55);
     assert!(deadline >= earliest && deadline <= latest, "{deadline:?}");
     f.clock.set(deadline);
     assert_eq!(f.cache.mint_jobs(f.now()).len(), 1);
