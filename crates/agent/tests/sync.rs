@@ -124,7 +124,8 @@ async fn renews_svids_at_half_life_without_a_gap() {
     let not_before = std::time::UNIX_EPOCH
         + Duration::from_secs(u64::try_from(cert.validity().not_before.timestamp()).unwrap());
     let expiry = not_after(&first);
-    let life = expiry.duration_since(not_before).unwrap();
+    // The agent counts the lifetime from receipt, not from the NotBefore the CA backdated.
+    let life = expiry.duration_since(not_before).unwrap() - lanyard_ca::DEFAULT_BACKDATE;
 
     let mut client = WorkloadClient::connect(env.socket()).await.unwrap();
     let mut updates = client.watch_x509_context().await.unwrap();
