@@ -416,3 +416,63 @@ async fn a_resumed_stream_gets_only_what_changed_and_foreign_aliases_stay_out() 
         "{seen:?}"
     );
 }
+
+/// A full set larger than one message arrives in several, each small enough for the stream's
+/// 4 KiB encode buffer (a larger one would grow it for as long as the stream is open), with the
+/// bundle in the last and every entry exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_full_set_arrives_in_small_messages_with_the_bundle_last() {
+    use prost::Message as _;
+    let server = Server::start();
+    let addr = server.node_addr();
+    let bundle = server.bundle();
+    let agent = SimAgent::attest(addr, &bundle, &server.join_token(&[]))
+        .await
+        .unwrap();
+    let expected: Vec<String> = (0..40)
+        .map(|i| format!("spiffe://example.org/workloads/namespace-{i:02}/service-account-{i:02}"))
+        .collect();
+    for (i, id) in expected.iter().enumerate() {
+        create_entry(
+            &server,
+            agent.spiffe_id.as_str(),
+            id,
+            &[&format!("unix:uid:{i}")],
+        );
+    }
+
+    let mut client = agent.client().await.unwrap();
+    let mut stream = client
+        .sync_entries(pb::SyncEntriesRequest { since_revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut messages = Vec::new();
+    loop {
+        let message = next(&mut stream).await.unwrap();
+        let more = message.more;
+        messages.push(message);
+        if !more {
+            break;
+        }
+    }
+    assert!(messages.len() > 1, "40 entries fit one message");
+    assert!(messages[0].full_sync);
+    for message in &messages {
+        assert!(
+            message.encoded_len() <= 4 * 1024 - 5,
+            "{}",
+            message.encoded_len()
+        );
+    }
+    let (last, rest) = messages.split_last().unwrap();
+    assert!(!last.bundle_json.is_empty());
+    assert!(last.revision > 0);
+    assert!(
+        rest.iter()
+            .all(|m| m.bundle_json.is_empty() && m.revision == 0)
+    );
+    let mut got: Vec<String> = messages.iter().flat_map(ids).collect();
+    got.sort();
+    assert_eq!(got, expected);
+}

@@ -20,8 +20,8 @@ use lanyard_core::{EntryId, RegistrationEntry, SpiffeId};
 use lanyard_proto::node::{self as pb, node_server::NodeServer};
 use lanyard_store::{AgentInfo, AgentRenewal, AttestedAgent, DataStore};
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::admin::{ca_status, store_status};
@@ -35,8 +35,12 @@ use crate::{ServerState, unix_seconds};
 const SYNC_CHUNK: usize = 1000;
 /// Entries are added to a message while it stays under this size (a message holds at least one
 /// entry). An open stream keeps an encode buffer as large as its largest message (see
-/// `lanyard_proto::codec`), so small messages keep 10,000 open streams' buffers at 8 KiB each.
-const SYNC_CHUNK_BYTES: usize = 6 * 1024;
+/// `lanyard_proto::codec`), so small messages keep 10,000 open streams' buffers at 4 KiB each.
+const SYNC_CHUNK_BYTES: usize = 3 * 1024;
+/// The bundles ride in the last chunk of a stream's first update if the message stays under this
+/// (the 4 KiB encode buffer less tonic's 5-byte frame header and room for the other fields);
+/// otherwise they follow in a message of their own.
+const SYNC_MESSAGE_BYTES: usize = 4 * 1024 - 64;
 /// Most CSRs in one BatchNewX509Svid call.
 const MAX_SVID_BATCH: usize = 1000;
 /// Largest node API message.
@@ -164,6 +168,22 @@ fn chunk_entries(entries: Vec<pb::Entry>) -> Vec<Vec<pb::Entry>> {
         bytes += size;
     }
     chunks
+}
+
+/// The bytes `chunk`'s entries take in a message.
+fn chunk_bytes(chunk: &[pb::Entry]) -> usize {
+    use prost::Message as _;
+    chunk.iter().map(|e| e.encoded_len() + 4).sum()
+}
+
+/// About the bytes the bundles take in a message: their JSON, and a little per federated one.
+fn bundles_bytes(bundles: &PublishedBundles) -> usize {
+    bundles.own.len()
+        + bundles
+            .federated
+            .iter()
+            .map(|(domain, json)| domain.len() + json.len() + 16)
+            .sum::<usize>()
 }
 
 /// Whether an agent whose authorized parents are `parents` serves entries under `parent`.
@@ -712,7 +732,9 @@ impl pb::node_server::Node for NodeService {
             sent_revision: std::sync::atomic::AtomicU64::new(since),
         };
         tokio::spawn(stream.run(since, self.stop.clone()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|message: StreamMessage| *message),
+        )))
     }
 
     async fn batch_new_x509_svid(
@@ -1100,11 +1122,16 @@ fn mint_batch(
         .collect()
 }
 
+/// What an entry stream's task hands to its response, boxed: the channel keeps a block of 32
+/// slots per stream whether or not they are used, 160 bytes each unboxed (5 KiB per open stream,
+/// 50 MiB with 10,000 agents), 8 boxed.
+type StreamMessage = Box<Result<pb::SyncEntriesResponse, Status>>;
+
 /// One agent's entry stream.
 struct EntryStream {
     state: Arc<ServerState>,
     agent: AttestedAgent,
-    tx: mpsc::Sender<Result<pb::SyncEntriesResponse, Status>>,
+    tx: mpsc::Sender<StreamMessage>,
     /// The revision of the last entry update sent. Bundle-only messages repeat it: the index
     /// may already be further on, with changes this stream has not sent yet, and an agent that
     /// resumed from that later revision would miss them.
@@ -1130,13 +1157,17 @@ impl EntryStream {
         let mut parents = grants.parents.clone();
         let mut alias_expiry = grants.next_expiry;
         let mut revocations = self.state.revocations.subscribe();
-        let published = bundles.borrow_and_update().clone();
-        let revoked_tokens = revocations.borrow_and_update().clone();
         // The index revision the agent's set reflects: queued updates up to it are in it.
-        let mut synced = match self
-            .initial(since, &grants, &published, &revoked_tokens)
-            .await
-        {
+        let first = {
+            // Dropped once sent: an open stream would otherwise keep its own copy of the
+            // bundles (~1 KiB; 10 MiB with 10,000 agents) for as long as it lives.
+            let published = bundles.borrow_and_update().clone();
+            let revoked_tokens = revocations.borrow_and_update().clone();
+            self.initial(since, &grants, &published, &revoked_tokens)
+                .await
+        };
+        drop(grants);
+        let mut synced = match first {
             Ok(synced) => synced,
             Err(Ended::Closed) => return,
         };
@@ -1191,7 +1222,7 @@ impl EntryStream {
                 },
                 event = revoked.recv() => match event {
                     Ok(event) if event.ends(&self.agent) => {
-                        let _ = self.tx.send(Err(event.status())).await;
+                        let _ = self.tx.send(Box::new(Err(event.status()))).await;
                         Err(Ended::Closed)
                     }
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
@@ -1230,7 +1261,10 @@ impl EntryStream {
     }
 
     async fn send(&self, message: pb::SyncEntriesResponse) -> Result<(), Ended> {
-        self.tx.send(Ok(message)).await.map_err(|_| Ended::Closed)
+        self.tx
+            .send(Box::new(Ok(message)))
+            .await
+            .map_err(|_| Ended::Closed)
     }
 
     /// The first answer: what changed since `since` if the store still has it and no node alias
@@ -1349,8 +1383,10 @@ impl EntryStream {
             .await
     }
 
-    /// Sends an update in chunks. `first`, for the stream's first update, adds the bundles (to the
-    /// last chunk) and the revoked tokens (to the first: the agent has them before any entry).
+    /// Sends an update in chunks. `first`, for the stream's first update, adds the revoked tokens
+    /// (to the first chunk: the agent has them before any entry) and the bundles: to the last
+    /// chunk if the message stays under [`SYNC_MESSAGE_BYTES`], else in a message of their own
+    /// after it (the largest message sets the stream's encode buffer for as long as it is open).
     async fn send_chunked(
         &self,
         full_sync: bool,
@@ -1359,7 +1395,13 @@ impl EntryStream {
         revision: u64,
         first: Option<(&PublishedBundles, &[pb::RevokedToken])>,
     ) -> Result<(), Ended> {
-        let chunks = chunk_entries(entries);
+        let mut chunks = chunk_entries(entries);
+        if let Some((bundles, _)) = first
+            && let Some(chunk) = chunks.last()
+            && chunk_bytes(chunk) + bundles_bytes(bundles) > SYNC_MESSAGE_BYTES
+        {
+            chunks.push(Vec::new());
+        }
         let last = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
             let mut message = pb::SyncEntriesResponse {

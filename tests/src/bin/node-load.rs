@@ -40,6 +40,7 @@ use lanyard_e2e::bench::{
     fmt_rate, load_average, memory_kib, mib, per_second, rate, timed,
 };
 use lanyard_e2e::node_client::{SimAgent, key_and_csr, parse_bundle};
+use lanyard_e2e::postgres::FreshDatabase;
 use lanyard_proto::admin::{self as admin_pb, admin_client::AdminClient};
 use lanyard_proto::node::{self as pb, node_client::NodeClient};
 use lanyard_tls::{Authorizer, BundleHandle, SpiffeServerVerifier};
@@ -69,6 +70,8 @@ usage: node-load [options]
   --attest-concurrency N  attestations in flight at once (default 8)
   --connect-concurrency N  agents connecting their mTLS channel at once (default 32)
   --no-nodelay          agents' connections without TCP_NODELAY (the real agent sets it)
+  --postgres URL        store the entries in a fresh database on this PostgreSQL server
+                        (default: the server's embedded SQLite)
   --max-seconds N       give up (and stop the server) after this long (default 1800)
 ";
 
@@ -100,6 +103,8 @@ struct Args {
     /// Agents connecting their mTLS channel at once.
     connect_concurrency: usize,
     nodelay: bool,
+    /// A PostgreSQL server to make the run's database on; SQLite when unset.
+    postgres: Option<String>,
     max_seconds: u64,
 }
 
@@ -123,6 +128,7 @@ fn parse_args() -> anyhow::Result<Args> {
         attest_concurrency: 8,
         connect_concurrency: 32,
         nodelay: true,
+        postgres: None,
         max_seconds: 1_800,
     };
     let mut it = std::env::args().skip(1);
@@ -151,6 +157,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--changes" => args.changes = number(&flag, &value()?)?,
             "--max-seconds" => args.max_seconds = number(&flag, &value()?)?,
             "--no-nodelay" => args.nodelay = false,
+            "--postgres" => args.postgres = Some(value()?),
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -184,6 +191,21 @@ fn parse_args() -> anyhow::Result<Args> {
         "--create-batch, --attest-concurrency and --connect-concurrency must be at least 1"
     );
     Ok(args)
+}
+
+/// Entries per second between consecutive `(entries in, time since the start)` marks, e.g.
+/// `1.9 k, 1.8 k, … entries/s`: whether the insert rate holds as the table grows.
+fn tenth_rates(marks: &[(usize, Duration)]) -> String {
+    let mut previous = (0, Duration::ZERO);
+    let rates: Vec<String> = marks
+        .iter()
+        .map(|&(count, at)| {
+            let r = rate(count - previous.0, at.saturating_sub(previous.1));
+            previous = (count, at);
+            format!("{:.1} k", r / 1e3)
+        })
+        .collect();
+    format!("{} entries/s", rates.join(", "))
 }
 
 /// Raises the soft limit on open files to the hard one: this process holds one connection per
@@ -959,6 +981,9 @@ async fn scale(args: &Args, ctx: &mut Context, table: &mut Table) -> anyhow::Res
 
     eprintln!("scale: creating {} entries", args.entries);
     let start = Instant::now();
+    // When each tenth of the entries was in: whether the insert rate holds as the table grows.
+    let tenth = args.entries.div_ceil(10).max(1);
+    let mut tenths = Vec::with_capacity(10);
     let mut e = 0;
     while e < args.entries {
         let end = (e + args.create_batch).min(args.entries);
@@ -972,6 +997,10 @@ async fn scale(args: &Args, ctx: &mut Context, table: &mut Table) -> anyhow::Res
             })
             .collect();
         create_entries(&mut ctx.admin, batch).await?;
+        if end / tenth > e / tenth || end == args.entries {
+            tenths.push((end, start.elapsed()));
+            eprintln!("scale: {end} entries in {}", fmt_dur(start.elapsed()));
+        }
         e = end;
     }
     let took = start.elapsed();
@@ -985,6 +1014,10 @@ async fn scale(args: &Args, ctx: &mut Context, table: &mut Table) -> anyhow::Res
             fmt_dur(took),
             fmt_rate(rate(args.entries, took), "entries")
         ),
+    );
+    table.row(
+        "scale: insert rate per tenth of the entries, first → last",
+        tenth_rates(&tenths),
     );
     let (rss, _) = memory_kib(pid)?;
     table.row(
@@ -1168,6 +1201,19 @@ async fn scale(args: &Args, ctx: &mut Context, table: &mut Table) -> anyhow::Res
             idle.server_seconds * 1e3,
             idle.client_percent()
         ),
+    );
+    // The same memory once the server has been idle that long: the steady state of a server
+    // holding this many entries and streams, after its allocator has returned what the connect
+    // burst freed.
+    let (server_rss, _) = memory_kib(pid)?;
+    table.row(
+        format!(
+            "**server RSS with {} entries and {} open streams, after {} s idle**",
+            args.entries,
+            args.agents,
+            args.idle_seconds + 2
+        ),
+        format!("**{}**", mib(server_rss)),
     );
 
     eprintln!("scale: {} full syncs of the big agent", args.full_syncs);
@@ -1395,14 +1441,22 @@ struct Context {
 struct Resources {
     dir: tempfile::TempDir,
     server: Option<ServerProcess>,
+    /// Dropped (and so removed) after the server has stopped.
+    database: Option<FreshDatabase>,
 }
 
 async fn run(args: &Args, resources: &mut Resources, table: &mut Table) -> anyhow::Result<()> {
     let dir = resources.dir.path().join("server");
     std::fs::create_dir_all(&dir).context("create the server's directory")?;
+    let mut extra = Vec::new();
+    if let Some(postgres) = &args.postgres {
+        let database = FreshDatabase::create(postgres, "lanyard_node_load").await?;
+        extra = vec!["--datastore".to_owned(), database.url.clone()];
+        resources.database = Some(database);
+    }
     eprintln!("starting {}", args.lanyard.display());
     let (mut server, mut admin) =
-        ServerProcess::start(&args.lanyard, &dir, &[], SERVER_LOG).await?;
+        ServerProcess::start(&args.lanyard, &dir, &extra, SERVER_LOG).await?;
     let addr = server.node_addr().await;
     let server_pid = server.pid;
     resources.server = Some(server);
@@ -1475,7 +1529,11 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let mut resources = Resources { dir, server: None };
+    let mut resources = Resources {
+        dir,
+        server: None,
+        database: None,
+    };
     let load_before = load_average();
     let started = Instant::now();
     let mut table = Table::default();
@@ -1489,13 +1547,19 @@ async fn main() -> std::process::ExitCode {
     if let Some(server) = resources.server.take() {
         server.stop().await;
     }
+    drop(resources.database.take());
 
     println!(
-        "## node-load: {} agents, {} entries ({} on the big agent), {} propagation samples{}\n",
+        "## node-load: {} agents, {} entries ({} on the big agent), {} propagation samples, {}{}\n",
         args.agents,
         args.entries,
         args.big,
         args.propagation,
+        if args.postgres.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         if args.nodelay {
             ""
         } else {
