@@ -22,12 +22,13 @@ use clap::{Parser, Subcommand};
 
 use admin::AdminOpts;
 
-/// jemalloc instead of glibc's malloc, with a background thread that returns freed memory to the
-/// system while the process is idle. Measured with a million entries and 10,000 agents
-/// (docs/benchmarks.md, issue 13): glibc kept ~80 MiB more after the load (an arena per thread,
-/// little given back), attested agents at 265-415/s against 425/s, and its full sync of
-/// 10,000 entries took 27-54 ms against 16-18 ms. mimalloc was as fast but held 130 MiB more
-/// with 10,000 connections open.
+/// jemalloc instead of glibc's malloc, for Rust and C alike (the `unprefixed_malloc` feature makes
+/// it the process's `malloc`, so SQLite and aws-lc use it too), with a background thread that
+/// returns freed memory while the server is idle. glibc keeps an arena per thread (SQLite's
+/// connection threads, the async workers) and gives little back: with a million entries and
+/// 10,000 agents the same server held 1,063 MiB with glibc against 814 MiB (784 once idle) with
+/// jemalloc, and a full sync of 10,000 entries took 54 ms against 17 (docs/benchmarks.md,
+/// issue 13). mimalloc was as fast but held more with 10,000 connections open.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
