@@ -73,6 +73,25 @@ struct Candidate {
     /// The configured address it came from, for logs.
     configured: ServerAddress,
 }
+
+/// How long a TCP connect may stay pending before the next address is tried beside it (RFC 8305
+/// recommends 250 ms between connection attempts).
+const CONNECT_STAGGER: Duration = Duration::from_millis(250);
+
+/// One TCP connect to `candidate`, within `timeout`; answers with the candidate it was for.
+async fn tcp_attempt(
+    candidate: Candidate,
+    timeout: Duration,
+) -> (Candidate, std::io::Result<TcpStream>) {
+    let result = match tokio::time::timeout(timeout, TcpStream::connect(candidate.addr)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TCP connect timed out",
+        )),
+    };
+    (candidate, result)
+}
 /// Whether a channel presents the agent SVID, and how the server is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ChannelKind {
@@ -160,11 +179,14 @@ impl Connector {
     }
 
     /// One round: every address in turn (last good first, the rest shuffled) until one completes
-    /// TCP and TLS, each step within the connect timeout. The error names every failure.
+    /// TCP and TLS, each step within the connect timeout. A TCP connect still pending after
+    /// [`CONNECT_STAGGER`] does not hold up the round: the next address is tried beside it and
+    /// the first to connect is used (RFC 8305's staggered attempts), so a server that drops
+    /// packets costs a quarter of a second, not the connect timeout. The error names every failure.
     async fn connect_round(&self, tls: &TlsConnector) -> std::io::Result<TlsStream<TcpStream>> {
         let timeout = self.tuning.connect_timeout;
         let (candidates, mut failures) = resolve(&self.servers, timeout).await;
-        let ordered = {
+        let mut ordered = {
             let mut failover = self.failover();
             failover.current = None;
             order(
@@ -173,25 +195,42 @@ impl Connector {
                 failover.avoid,
                 random_fraction,
             )
-        };
-        for candidate in ordered {
-            let addr = candidate.addr;
-            let tcp = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(tcp)) => tcp,
-                Ok(Err(e)) => {
-                    self.failover().tcp_ok.remove(&addr);
-                    tracing::debug!(server = %candidate.configured, %addr, error = %e, "cannot connect");
-                    failures.push(format!("{addr}: {e}"));
+        }
+        .into_iter();
+        // TCP attempts in flight, each answering with its candidate; dropped (and so closed)
+        // when the round ends.
+        let mut attempts = tokio::task::JoinSet::new();
+        loop {
+            if attempts.is_empty() {
+                let Some(candidate) = ordered.next() else {
+                    break;
+                };
+                attempts.spawn(tcp_attempt(candidate, timeout));
+            }
+            let attempt = tokio::select! {
+                done = attempts.join_next() => match done {
+                    Some(Ok(attempt)) => attempt,
+                    // A task cannot panic or be aborted here; were it to, the address is skipped.
+                    Some(Err(_)) | None => continue,
+                },
+                () = tokio::time::sleep(CONNECT_STAGGER), if !ordered.as_slice().is_empty() => {
+                    if let Some(candidate) = ordered.next() {
+                        attempts.spawn(tcp_attempt(candidate, timeout));
+                    }
                     continue;
                 }
-                Err(_) => {
-                    let error = "TCP connect timed out";
+            };
+            let (candidate, tcp) = match attempt {
+                (candidate, Ok(tcp)) => (candidate, tcp),
+                (candidate, Err(error)) => {
+                    let addr = candidate.addr;
                     self.failover().tcp_ok.remove(&addr);
                     tracing::debug!(server = %candidate.configured, %addr, %error, "cannot connect");
                     failures.push(format!("{addr}: {error}"));
                     continue;
                 }
             };
+            let addr = candidate.addr;
             self.failover().tcp_ok.insert(addr);
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(%addr, error = %e, "cannot set TCP_NODELAY");

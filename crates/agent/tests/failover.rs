@@ -173,3 +173,66 @@ async fn a_server_that_listens_again_ends_the_backoff() {
     assert_eq!(env.server.state().sync_requests.len(), 2);
     agent.shutdown().await.unwrap();
 }
+
+/// Addresses that drop connection attempts, as hosts behind a dropping firewall do: listeners
+/// with a backlog of 0 whose queued connections are never accepted, so the kernel ignores
+/// further SYNs. The first is checked with a connect that must time out; the others are filled
+/// with as many connections. Keep the returned values alive.
+fn blackholes(
+    n: usize,
+) -> (
+    Vec<SocketAddr>,
+    Vec<std::net::TcpListener>,
+    Vec<std::net::TcpStream>,
+) {
+    let listen = || {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        socket.listen(0).unwrap().into_std().unwrap()
+    };
+    let first = listen();
+    let addr = first.local_addr().unwrap();
+    let mut queued = Vec::new();
+    let fill = loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Ok(stream) if queued.len() < 8 => queued.push(stream),
+            Ok(_) => panic!("{addr} kept accepting connections: no blackhole on this machine"),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break queued.len(),
+            Err(e) => panic!("connect to the blackhole: {e}"),
+        }
+    };
+    let (mut addrs, mut listeners) = (vec![addr], vec![first]);
+    for _ in 1..n {
+        let listener = listen();
+        let addr = listener.local_addr().unwrap();
+        for _ in 0..fill {
+            queued.push(std::net::TcpStream::connect(addr).unwrap());
+        }
+        addrs.push(addr);
+        listeners.push(listener);
+    }
+    (addrs, listeners, queued)
+}
+
+#[tokio::test(start_paused = true)]
+async fn servers_that_drop_packets_cost_a_stagger_each_not_the_connect_timeout() {
+    let env = Env::new().await;
+    env.server.put_entry(entry("e1", "/web", SELECTOR));
+    // Seven silent servers and one that answers, tried in a random order: waiting out the
+    // hour-long connect timeout on any silent one before trying the next would miss the five
+    // minutes allowed (unless the live one came first, one time in eight).
+    let (mut servers, _listeners, _queued) = blackholes(7);
+    servers.push(env.server.addr);
+    let mut tuning = Tuning::default();
+    tuning.connect_timeout = Duration::from_secs(3600);
+    let config = with_servers(&env, &env.server.add_token(), &servers).with_tuning(tuning);
+    let agent = env.spawn(config);
+    let served = tokio::time::timeout(
+        Duration::from_secs(300),
+        wait_for_x509(&env.socket(), |c| c.svids.len() == 1),
+    )
+    .await;
+    assert!(served.is_ok(), "the agent waited on a silent server");
+    assert_eq!(nth_sync(&env.server, 1).await.0, env.server.addr);
+    agent.shutdown().await.unwrap();
+}
