@@ -1398,6 +1398,7 @@ impl EntryStream {
         let mut chunks = chunk_entries(entries);
         if let Some((bundles, _)) = first
             && let Some(chunk) = chunks.last()
+            && !chunk.is_empty()
             && chunk_bytes(chunk) + bundles_bytes(bundles) > SYNC_MESSAGE_BYTES
         {
             chunks.push(Vec::new());
