@@ -92,6 +92,7 @@ async fn tcp_attempt(
     };
     (candidate, result)
 }
+
 /// Whether a channel presents the agent SVID, and how the server is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ChannelKind {
