@@ -536,6 +536,36 @@ pub async fn timed<T>(
     Ok((response.into_inner(), start.elapsed()))
 }
 
+/// A join token for the agent ID `spiffe_id`, valid for `ttl_seconds`.
+pub async fn join_token(
+    admin: &mut AdminClient<Channel>,
+    spiffe_id: &str,
+    ttl_seconds: i64,
+) -> anyhow::Result<String> {
+    let (token, _) = timed(
+        "GenerateJoinToken",
+        admin.generate_join_token(pb::GenerateJoinTokenRequest {
+            ttl_seconds,
+            spiffe_id: spiffe_id.to_owned(),
+        }),
+    )
+    .await?;
+    Ok(token.token)
+}
+
+/// The server's trust bundle, as SPIFFE bundle JSON.
+pub async fn bundle_json(admin: &mut AdminClient<Channel>) -> anyhow::Result<String> {
+    let (bundle, _) = timed("GetBundle", admin.get_bundle(pb::GetBundleRequest {})).await?;
+    Ok(bundle.spiffe_json)
+}
+
+/// The server's trust bundle, parsed.
+pub async fn server_bundle(
+    admin: &mut AdminClient<Channel>,
+) -> anyhow::Result<lanyard_core::Bundle> {
+    crate::node_client::parse_bundle(TRUST_DOMAIN, &bundle_json(admin).await?)
+}
+
 // --- the agent process ---
 
 /// A `lanyard agent run` attested with a join token to a [`ServerProcess`], serving its Workload
@@ -558,17 +588,9 @@ impl AgentProcess {
         node_addr: std::net::SocketAddr,
         agent_id: &str,
     ) -> anyhow::Result<Self> {
-        let (token, _) = timed(
-            "GenerateJoinToken",
-            admin.generate_join_token(pb::GenerateJoinTokenRequest {
-                ttl_seconds: 600,
-                spiffe_id: agent_id.to_owned(),
-            }),
-        )
-        .await?;
-        let (bundle, _) = timed("GetBundle", admin.get_bundle(pb::GetBundleRequest {})).await?;
+        let token = join_token(admin, agent_id, 600).await?;
         let bundle_file = dir.join("bundle.json");
-        std::fs::write(&bundle_file, bundle.spiffe_json).context("write the bundle")?;
+        std::fs::write(&bundle_file, bundle_json(admin).await?).context("write the bundle")?;
         let socket = dir.join("agent.sock");
         let log = dir.join("agent.log");
         let log_file = std::fs::File::create(&log).context("create agent log")?;
@@ -581,7 +603,7 @@ impl AgentProcess {
             .arg(dir.join("agent"))
             .arg("--trust-bundle")
             .arg(&bundle_file)
-            .env("LANYARD_JOIN_TOKEN", token.token)
+            .env("LANYARD_JOIN_TOKEN", token)
             .env_remove("SPIFFE_ENDPOINT_SOCKET")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().context("agent log")?)

@@ -39,6 +39,26 @@ fn agent_id(i: usize) -> String {
     format!("spiffe://example.org/lanyard/agent/node-{i}")
 }
 
+/// Creates `spiffe://example.org/<group>/<agent>` for `agent` through `server`; returns its ID.
+fn create_entry(server: &Server, agent: usize, group: &str, selector: &str) -> String {
+    let id = format!("spiffe://example.org/{group}/{agent}");
+    server
+        .cli(&[
+            "entry",
+            "create",
+            "--parent-id",
+            &agent_id(agent),
+            "--spiffe-id",
+            &id,
+            "--selector",
+            selector,
+            "--x509-ttl",
+            X509_TTL,
+        ])
+        .ok();
+    id
+}
+
 /// An entry the writer acknowledged: which agent serves it and under which SPIFFE ID.
 #[derive(Debug, Clone)]
 struct Acked {
@@ -106,22 +126,7 @@ fn agents_fail_over_when_a_server_is_killed_mid_burst() {
         .collect();
     let mut expected: Vec<BTreeSet<String>> = vec![BTreeSet::new(); AGENTS];
     for (i, wanted) in expected.iter_mut().enumerate() {
-        let id = format!("spiffe://example.org/seed/{i}");
-        servers[i % 3]
-            .cli(&[
-                "entry",
-                "create",
-                "--parent-id",
-                &agent_id(i),
-                "--spiffe-id",
-                &id,
-                "--selector",
-                &selector,
-                "--x509-ttl",
-                X509_TTL,
-            ])
-            .ok();
-        wanted.insert(id);
+        wanted.insert(create_entry(&servers[i % 3], i, "seed", &selector));
     }
     for (agent, wanted) in agents.iter().zip(&expected) {
         wait_for("every agent to serve its first entry", DEADLINE, || {
@@ -270,22 +275,7 @@ fn agents_fail_over_when_a_server_is_killed_mid_burst() {
     // until every agent serves its own is the failover as a workload sees it.
     let survivor = &servers[(victim + 1) % 3];
     for (i, wanted) in expected.iter_mut().enumerate() {
-        let id = format!("spiffe://example.org/after-kill/{i}");
-        survivor
-            .cli(&[
-                "entry",
-                "create",
-                "--parent-id",
-                &agent_id(i),
-                "--spiffe-id",
-                &id,
-                "--selector",
-                &selector,
-                "--x509-ttl",
-                X509_TTL,
-            ])
-            .ok();
-        wanted.insert(id);
+        wanted.insert(create_entry(survivor, i, "after-kill", &selector));
     }
     let written = killed_at.elapsed();
     for (agent, wanted) in agents.iter().zip(&expected) {

@@ -41,6 +41,39 @@ fn start_pair(database: &str, extra_args: &[&str]) -> (tempfile::TempDir, Server
     (dir, a, b)
 }
 
+/// An agent attested through server `a` whose entry stream is open on server `b`, with the
+/// stream's first message (the full set) read.
+async fn attested_on_a_streaming_from_b(
+    a: &Server,
+    b: &Server,
+) -> (
+    SimAgent,
+    tonic::Streaming<pb::SyncEntriesResponse>,
+    pb::SyncEntriesResponse,
+) {
+    let on_a = SimAgent::attest(a.node_addr(), &a.bundle(), &a.join_token(&[]))
+        .await
+        .unwrap();
+    let on_b = SimAgent {
+        addr: b.node_addr(),
+        ..on_a.clone()
+    };
+    let mut stream = on_b
+        .client()
+        .await
+        .unwrap()
+        .sync_entries(pb::SyncEntriesRequest { since_revision: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(20), stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    (on_a, stream, first)
+}
+
 fn roots(server: &Server) -> usize {
     let json = server
         .cli(&["bundle", "show", "--format", "spiffe"])
@@ -166,25 +199,7 @@ async fn an_agent_evicted_through_one_server_loses_its_stream_on_every_server() 
         .await
         .unwrap();
     let (_config, a, b) = start_pair(&db.url, &[]);
-    let on_a = SimAgent::attest(a.node_addr(), &a.bundle(), &a.join_token(&[]))
-        .await
-        .unwrap();
-    // The same agent, streaming from server B.
-    let on_b = SimAgent {
-        addr: b.node_addr(),
-        ..on_a.clone()
-    };
-    let mut client = on_b.client().await.unwrap();
-    let mut stream = client
-        .sync_entries(pb::SyncEntriesRequest { since_revision: 0 })
-        .await
-        .unwrap()
-        .into_inner();
-    tokio::time::timeout(Duration::from_secs(20), stream.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let (on_a, mut stream, _) = attested_on_a_streaming_from_b(&a, &b).await;
 
     a.cli(&["agent", "evict", "--spiffe-id", on_a.spiffe_id.as_str()])
         .ok();
@@ -319,24 +334,7 @@ async fn a_server_catches_up_after_its_notice_connection_drops() {
         .await
         .unwrap();
     let (_config, a, b) = start_pair(&db.url, &[]);
-    let agent = SimAgent::attest(a.node_addr(), &a.bundle(), &a.join_token(&[]))
-        .await
-        .unwrap();
-    let on_b = SimAgent {
-        addr: b.node_addr(),
-        ..agent.clone()
-    };
-    let mut client = on_b.client().await.unwrap();
-    let mut stream = client
-        .sync_entries(pb::SyncEntriesRequest { since_revision: 0 })
-        .await
-        .unwrap()
-        .into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(20), stream.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let (agent, mut stream, first) = attested_on_a_streaming_from_b(&a, &b).await;
     assert!(first.entries.is_empty());
     // Both servers listen.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

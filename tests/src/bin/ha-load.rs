@@ -24,11 +24,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
-use lanyard_core::Bundle;
 use lanyard_e2e::bench::{
-    CALL_TIMEOUT, Samples, ServerProcess, TRUST_DOMAIN, Table, fmt_dur, load_average, timed,
+    CALL_TIMEOUT, Samples, ServerProcess, TRUST_DOMAIN, Table, fmt_dur, join_token, load_average,
+    server_bundle, timed,
 };
-use lanyard_e2e::node_client::{SimAgent, parse_bundle};
+use lanyard_e2e::node_client::SimAgent;
 use lanyard_e2e::postgres::FreshDatabase;
 use lanyard_proto::admin::{self as admin_pb, admin_client::AdminClient};
 use lanyard_proto::node as pb;
@@ -119,23 +119,6 @@ fn number<T: std::str::FromStr>(flag: &str, value: &str) -> anyhow::Result<T> {
 }
 
 // --- admin calls ---
-
-async fn join_token(admin: &mut AdminClient<Channel>, spiffe_id: &str) -> anyhow::Result<String> {
-    let (token, _) = timed(
-        "GenerateJoinToken",
-        admin.generate_join_token(admin_pb::GenerateJoinTokenRequest {
-            ttl_seconds: 3_600,
-            spiffe_id: spiffe_id.to_owned(),
-        }),
-    )
-    .await?;
-    Ok(token.token)
-}
-
-async fn bundle(admin: &mut AdminClient<Channel>) -> anyhow::Result<Bundle> {
-    let (bundle, _) = timed("GetBundle", admin.get_bundle(admin_pb::GetBundleRequest {})).await?;
-    parse_bundle(TRUST_DOMAIN, &bundle.spiffe_json)
-}
 
 /// Creates entries for `parent` named `spiffe://<td>/ha/<name>`; fails if any was refused.
 async fn create_entries(
@@ -279,7 +262,7 @@ async fn measure(
     // Both servers' roots in the bundle A hands out: then an agent of A also trusts B.
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
     let bundle = loop {
-        let bundle = bundle(&mut servers[0].1).await?;
+        let bundle = server_bundle(&mut servers[0].1).await?;
         if bundle.x509_authorities().len() == 2 {
             break bundle;
         }
@@ -292,7 +275,7 @@ async fn measure(
     let admin_a = &mut servers[0].1;
 
     let agent_id = format!("spiffe://{TRUST_DOMAIN}/lanyard/agent/ha/main");
-    let token = join_token(admin_a, &agent_id).await?;
+    let token = join_token(admin_a, &agent_id, 3_600).await?;
     let on_a = SimAgent::attest(addr_a, &bundle, &token)
         .await
         .map_err(|s| anyhow!("AttestAgent: {s}"))?;
@@ -368,7 +351,7 @@ async fn measure(
     let mut evictions = Samples::default();
     for i in 0..args.evictions {
         let id = format!("spiffe://{TRUST_DOMAIN}/lanyard/agent/ha/evicted-{i}");
-        let token = join_token(admin_a, &id).await?;
+        let token = join_token(admin_a, &id, 3_600).await?;
         let agent = SimAgent::attest(addr_a, &bundle, &token)
             .await
             .map_err(|s| anyhow!("AttestAgent: {s}"))?;

@@ -37,9 +37,9 @@ use hyper_util::rt::TokioIo;
 use lanyard_core::{Bundle, BundleSet, SpiffeId};
 use lanyard_e2e::bench::{
     CALL_TIMEOUT, CpuMeter, MAX_MESSAGE, Rng, Samples, ServerProcess, TRUST_DOMAIN, Table, fmt_dur,
-    fmt_rate, load_average, memory_kib, mib, per_second, rate, timed,
+    fmt_rate, join_token, load_average, memory_kib, mib, per_second, rate, server_bundle, timed,
 };
-use lanyard_e2e::node_client::{SimAgent, key_and_csr, parse_bundle};
+use lanyard_e2e::node_client::{SimAgent, key_and_csr};
 use lanyard_e2e::postgres::FreshDatabase;
 use lanyard_proto::admin::{self as admin_pb, admin_client::AdminClient};
 use lanyard_proto::node::{self as pb, node_client::NodeClient};
@@ -267,24 +267,6 @@ async fn create_entries(
         .collect()
 }
 
-/// A join token for the agent ID `spiffe_id`.
-async fn join_token(admin: &mut AdminClient<Channel>, spiffe_id: &str) -> anyhow::Result<String> {
-    let (token, _) = timed(
-        "GenerateJoinToken",
-        admin.generate_join_token(admin_pb::GenerateJoinTokenRequest {
-            ttl_seconds: 3_600,
-            spiffe_id: spiffe_id.to_owned(),
-        }),
-    )
-    .await?;
-    Ok(token.token)
-}
-
-async fn server_bundle(admin: &mut AdminClient<Channel>) -> anyhow::Result<Bundle> {
-    let (bundle, _) = timed("GetBundle", admin.get_bundle(admin_pb::GetBundleRequest {})).await?;
-    parse_bundle(TRUST_DOMAIN, &bundle.spiffe_json)
-}
-
 /// Attests with a join token made for `spiffe_id`, within the call timeout.
 async fn attest(addr: SocketAddr, bundle: &Bundle, token: &str) -> anyhow::Result<SimAgent> {
     tokio::time::timeout(CALL_TIMEOUT, SimAgent::attest(addr, bundle, token))
@@ -507,7 +489,7 @@ async fn propagation(
     table: &mut Table,
 ) -> anyhow::Result<Propagated> {
     let id = agent_id("propagation");
-    let token = join_token(&mut ctx.admin, &id).await?;
+    let token = join_token(&mut ctx.admin, &id, 3_600).await?;
     let agent = attest(ctx.addr, &ctx.bundle, &token).await?;
     let mut client = agent_client(&agent, args.nodelay).await?;
     let (tx, mut events) = mpsc::unbounded_channel();
@@ -1029,7 +1011,7 @@ async fn scale(args: &Args, ctx: &mut Context, table: &mut Table) -> anyhow::Res
     let start = Instant::now();
     let mut tokens = Vec::with_capacity(args.agents);
     for name in &names {
-        tokens.push(join_token(&mut ctx.admin, name).await?);
+        tokens.push(join_token(&mut ctx.admin, name, 3_600).await?);
     }
     let token_time = start.elapsed();
     let start = Instant::now();
